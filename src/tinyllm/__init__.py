@@ -1,0 +1,39 @@
+"""tinyllm: production observability for anything that runs LLMs.
+
+Example:
+    >>> from tinyllm import get_metrics_collector, start_metrics_server
+    >>> metrics = get_metrics_collector()
+"""
+
+from tinyllm._version import __version__
+from tinyllm.errors import MetricsServerError, ModelError, TinyLLMError, classify_error
+from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
+from tinyllm.metrics import (
+    InferenceContext,
+    MetricsCollector,
+    MetricsServer,
+    get_metrics_collector,
+    start_metrics_server,
+    track_inference_request,
+    track_token_generation,
+    update_gpu_metrics,
+)
+
+__all__ = [
+    "InferenceContext",
+    "MetricsCollector",
+    "MetricsServer",
+    "MetricsServerError",
+    "ModelError",
+    "Request",
+    "RequestLifecycle",
+    "TinyLLMError",
+    "__version__",
+    "classify_error",
+    "get_lifecycle",
+    "get_metrics_collector",
+    "start_metrics_server",
+    "track_inference_request",
+    "track_token_generation",
+    "update_gpu_metrics",
+]

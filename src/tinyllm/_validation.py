@@ -1,0 +1,24 @@
+"""Argument checks shared by every public entry point (one wording for every message)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_INF = float("inf")
+
+
+def check_amount(name: str, value: Any, *, integral: bool = False) -> None:
+    """Raise TypeError/ValueError naming ``name`` unless ``value`` is a finite number >= 0.
+
+    Example:
+        >>> check_amount("wait_time", -1)
+        Traceback (most recent call last):
+        ...
+        ValueError: wait_time must be a finite number >= 0, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not 0 <= value < _INF:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if integral and value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")

@@ -1,0 +1,314 @@
+"""The one request lifecycle: every LLM request is observed once, here.
+
+Decorators, ``InferenceContext`` and (later) the model clients all open a ``Request``
+from a ``RequestLifecycle``; the request feeds both metric vocabularies at once —
+seed 000's ``tinyllm_requests_total``/``request_latency_seconds``/``tokens_*`` and
+seed 002's ``inference_*``/``tokens_generated_total``/TTFT/inter-token families — and
+then tells any registered observers (tracing, logs, the store) that it ended.
+
+The per-token path (``Request.token``) does one ``perf_counter()`` and one histogram
+observation on a child resolved when the request started: no label lookups, no I/O,
+no lock of ours.
+
+Example:
+    >>> from prometheus_client import CollectorRegistry
+    >>> from tinyllm.metrics import MetricsCollector
+    >>> lifecycle = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+    >>> with lifecycle.start("gemma3", request_type="stream") as req:
+    ...     for _ in range(3):
+    ...         req.token()
+    >>> req.output_tokens, req.status
+    (3, 'success')
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from time import perf_counter
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tinyllm._validation import check_amount
+from tinyllm.errors import classify_error
+
+if TYPE_CHECKING:
+    from tinyllm.metrics.collector import MetricsCollector
+
+__all__ = ["Request", "RequestLifecycle", "RequestObserver", "get_lifecycle"]
+
+_WINDOW_SECONDS = 60.0
+_SLOTS = 12  # five-second slots over the trailing minute
+
+
+class RequestObserver(Protocol):
+    """Told when a request ends. Must not block and must not raise."""
+
+    def __call__(self, request: Request) -> None: ...
+
+
+class _MinuteWindow:
+    """Tokens generated over the trailing minute, in five-second slots."""
+
+    __slots__ = ("_counts", "_lock", "_stamps")
+
+    def __init__(self) -> None:
+        self._stamps = [-1] * _SLOTS
+        self._counts = [0] * _SLOTS
+        self._lock = threading.Lock()
+
+    def add(self, tokens: int, now: float) -> float:
+        tick = int(now * _SLOTS / _WINDOW_SECONDS)
+        slot = tick % _SLOTS
+        with self._lock:
+            if self._stamps[slot] != tick:
+                self._stamps[slot], self._counts[slot] = tick, 0
+            self._counts[slot] += tokens
+            oldest = tick - _SLOTS + 1
+            return float(
+                sum(c for s, c in zip(self._stamps, self._counts, strict=True) if s >= oldest)
+            )
+
+
+class _Instruments:
+    """The children one (model, graph, request_type) writes to, resolved once."""
+
+    __slots__ = (
+        "active",
+        "duration",
+        "generated",
+        "itl",
+        "latency",
+        "per_request",
+        "requests",
+        "status",
+        "tokens_in",
+        "tokens_out",
+        "tps",
+        "tpm",
+        "tpm_window",
+        "ttft",
+    )
+
+    def __init__(self, c: MetricsCollector, model: str, graph: str, request_type: str) -> None:
+        mg, m = (model, graph), (model,)
+        self.requests = c._child("requests_total", (model, graph, request_type))
+        self.active = c._child("active_requests", mg)
+        self.latency = c._child("request_latency_seconds", mg)
+        self.tokens_in = c._child("tokens_input_total", mg)
+        self.tokens_out = c._child("tokens_output_total", mg)
+        self.duration = c._child("inference_request_duration_seconds", m)
+        self.ttft = c._child("inference_ttft_seconds", m)
+        self.itl = c._child("inference_inter_token_latency_seconds", m)
+        self.generated = c._child("tokens_generated_total", m)
+        self.per_request = c._child("tokens_per_request", m)
+        self.tps = c._child("tokens_per_second", m)
+        self.tpm = c._child("average_tokens_per_minute", m)
+        self.tpm_window = _MinuteWindow()
+        self.status = {
+            s: c._child("inference_requests_total", (model, s))
+            for s in ("success", "error", "timeout")
+        }
+
+
+class Request:
+    """One observed request. Use as a context manager, or call ``end()`` once."""
+
+    __slots__ = (
+        "_first",
+        "_inst",
+        "_last",
+        "_lifecycle",
+        "_observe_itl",
+        "duration",
+        "end_time",
+        "error",
+        "error_type",
+        "graph",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "request_type",
+        "start_time",
+        "status",
+        "ttft",
+        "usage_output_tokens",
+    )
+
+    def __init__(
+        self, lifecycle: RequestLifecycle, inst: _Instruments, model: str, graph: str,
+        request_type: str,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._inst = inst
+        self._observe_itl = inst.itl.observe
+        self.model, self.graph, self.request_type = model, graph, request_type
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.usage_output_tokens: int | None = None
+        self.ttft: float | None = None
+        self.duration: float | None = None
+        self.end_time: float | None = None
+        self.status: str | None = None
+        self.error: BaseException | None = None
+        self.error_type: str | None = None
+        self._first: float | None = None
+        self._last = 0.0
+        inst.requests.inc()
+        inst.active.inc()
+        self.start_time = perf_counter()
+
+    # -- while it runs -----------------------------------------------------------------
+    def token(self, count: int = 1) -> None:
+        """Record ``count`` tokens that arrived now (first one: TTFT; then inter-token).
+
+        ``n`` tokens give ``n - 1`` inter-token observations; a chunk of several tokens
+        spreads its gap evenly over them.
+        """
+        now = perf_counter()
+        if count == 1 and self._first is not None:  # the per-token fast path
+            self._observe_itl(now - self._last)
+            self._last = now
+            self.output_tokens += 1
+            return
+        self._tokens(now, count)
+
+    def _tokens(self, now: float, count: int) -> None:
+        check_amount("count", count, integral=True)
+        if not count:
+            return
+        count = int(count)
+        self.output_tokens += count
+        if self._first is None:
+            self._first = now
+            self.ttft = now - self.start_time
+            self._inst.ttft.observe(self.ttft)
+            gaps, gap = count - 1, 0.0
+        else:
+            gaps, gap = count, (now - self._last) / count
+        self._last = now
+        for _ in range(gaps):
+            self._observe_itl(gap)
+
+    def first_token(self) -> None:
+        """Mark the first token without counting it (when tokens are counted elsewhere)."""
+        if self._first is None:
+            now = perf_counter()
+            self._first = self._last = now
+            self.ttft = now - self.start_time
+            self._inst.ttft.observe(self.ttft)
+
+    def inter_token_latency(self, seconds: float) -> None:
+        """Observe an inter-token gap measured by the caller."""
+        check_amount("seconds", seconds)
+        self._observe_itl(seconds)
+
+    def usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
+        """Token counts reported by the backend; a reported output count wins over counting."""
+        if input_tokens is not None:
+            check_amount("input_tokens", input_tokens, integral=True)
+        if output_tokens is not None:
+            check_amount("output_tokens", output_tokens, integral=True)
+        if input_tokens is not None:
+            self.input_tokens = int(input_tokens)
+        if output_tokens is not None:
+            self.usage_output_tokens = int(output_tokens)
+
+    # -- the end -----------------------------------------------------------------------
+    def end(self, error: BaseException | None = None) -> None:
+        """Finish the request (success unless ``error``); later calls do nothing."""
+        if self.status is not None:
+            return
+        now = perf_counter()
+        inst = self._inst
+        self.end_time = now
+        duration = self.duration = now - self.start_time
+        if error is None:
+            self.status = "success"
+        else:
+            self.error = error
+            self.error_type = classify_error(error)
+            self.status = "timeout" if self.error_type == "timeout" else "error"
+        out = self.usage_output_tokens
+        out = self.output_tokens if out is None else out
+        self.output_tokens = out
+        inst.latency.observe(duration)
+        inst.duration.observe(duration)
+        inst.active.dec()
+        inst.status[self.status].inc()
+        if self.input_tokens:
+            inst.tokens_in.inc(self.input_tokens)
+        if out:
+            inst.tokens_out.inc(out)
+            inst.generated.inc(out)
+            inst.per_request.observe(out)
+            if duration > 0:
+                inst.tps.set(out / duration)
+        inst.tpm.set(inst.tpm_window.add(out, now))
+        lc = self._lifecycle
+        if error is not None:
+            lc.collector.increment_error_count(self.error_type or "unknown", self.model, self.graph)
+            lc.collector._child("inference_errors_total", (self.model, self.error_type)).inc()
+        for observer in lc.observers:
+            try:
+                observer(self)
+            except Exception:  # an observer must never break the host application
+                lc.observer_failures += 1
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(exc)
+
+
+class RequestLifecycle:
+    """Opens ``Request`` objects that record into ``collector``'s families."""
+
+    def __init__(self, collector: MetricsCollector) -> None:
+        self.collector = collector
+        self.observers: list[RequestObserver] = []
+        self.observer_failures = 0
+        self._instruments: dict[tuple[str, str, str], _Instruments] = {}
+        self._lock = threading.Lock()
+
+    def start(self, model: str, graph: str = "default", request_type: str = "generate") -> Request:
+        """Begin observing one request."""
+        key = (model, graph, request_type)
+        inst = self._instruments.get(key)
+        if inst is None:
+            inst = self._resolve(key)
+        return Request(self, inst, model, graph, request_type)
+
+    def _resolve(self, key: tuple[str, str, str]) -> _Instruments:
+        with self._lock:
+            found = self._instruments.get(key)
+            if found is None:
+                found = _Instruments(self.collector, *key)
+                # Bounded like the families: past the budget, keys are not cached (the
+                # children underneath are already folded into ``other``).
+                if len(self._instruments) < self.collector.max_cardinality:
+                    self._instruments[key] = found
+            return found
+
+    def add_observer(self, observer: Callable[[Request], Any]) -> None:
+        """Call ``observer(request)`` after each request ends (must not block or raise)."""
+        self.observers.append(observer)
+
+
+def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle:
+    """The lifecycle bound to ``collector`` (default: the process-wide collector)."""
+    if collector is None:
+        from tinyllm.metrics.collector import get_metrics_collector
+
+        collector = get_metrics_collector()
+    c = collector
+    found: RequestLifecycle | None = c.__dict__.get("_lifecycle")
+    if found is None:
+        found = c.__dict__.setdefault("_lifecycle", RequestLifecycle(c))
+    return found

@@ -1,0 +1,275 @@
+"""Every metric family tinyllm exports, as data.
+
+This table is the single source of truth: the collector builds its prometheus_client
+families from it, ``docs/metrics.md`` and ``deploy/prometheus/alerts.yml`` are rendered
+from it (and a test fails when they drift), and the cardinality guard reads the label
+sets from it. Names are given without the namespace; ``tinyllm`` is prepended at build
+time, or whatever ``TINYLLM_METRICS_NAMESPACE`` says.
+
+Example:
+    >>> from tinyllm.metrics.catalog import CATALOG
+    >>> CATALOG["requests_total"].labels
+    ('model', 'graph', 'request_type')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = [
+    "ALERTS",
+    "CATALOG",
+    "AlertRule",
+    "Kind",
+    "MetricSpec",
+    "full_name",
+]
+
+
+class Kind(str, Enum):
+    """The prometheus_client type a family is built as."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+GaugeMode = Literal["livesum", "max", "min", "sum", "mostrecent", "livemostrecent", "all"]
+
+# Buckets, named so that the docs can say where they come from.
+REQUEST_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Seed 002: "11 buckets from 10ms to 30s".
+INFERENCE_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Seed 002: "9 buckets from 5ms to 2.5s".
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seed 002: "8 buckets from 1ms to 500ms".
+INTER_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+# Seed 002: "Token Rate Buckets 1 ... 2000".
+TOKENS_PER_REQUEST_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+STEP_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+MODEL_LOAD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family: what prometheus_client needs, and what the docs say.
+
+    ``multiprocess_mode`` is how a gauge aggregates across worker processes when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (see prometheus_client's multiprocess docs).
+    ``group`` orders the reference in docs/metrics.md; ``source`` names the seed.
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+    multiprocess_mode: GaugeMode | None = None
+    group: str = "request"
+    source: str = "001"
+
+    def __post_init__(self) -> None:
+        if self.kind is Kind.COUNTER and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name!r} must end in _total")
+        if (self.kind is Kind.HISTOGRAM) != (self.buckets is not None):
+            raise ValueError(f"{self.name!r}: buckets go with histograms, and only with them")
+        if (self.kind is Kind.GAUGE) != (self.multiprocess_mode is not None):
+            raise ValueError(f"{self.name!r}: multiprocess_mode goes with gauges, and only with them")
+
+
+def full_name(namespace: str, spec: MetricSpec) -> str:
+    """The exposed family name, e.g. ``tinyllm_requests_total``."""
+    return f"{namespace}_{spec.name}"
+
+
+_C, _G, _H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
+_MG = ("model", "graph")
+
+_SPECS = (
+    # -- requests (seed 001 / 003) -------------------------------------------------
+    MetricSpec("requests_total", _C, "Total LLM requests started.",
+               ("model", "graph", "request_type")),
+    MetricSpec("request_latency_seconds", _H, "End-to-end LLM request latency in seconds.",
+               _MG, buckets=REQUEST_LATENCY_BUCKETS),
+    MetricSpec("active_requests", _G, "LLM requests in flight.", _MG,
+               multiprocess_mode="livesum"),
+    MetricSpec("tokens_input_total", _C, "Prompt (input) tokens processed.", _MG),
+    MetricSpec("tokens_output_total", _C, "Completion (output) tokens generated.", _MG),
+    MetricSpec("model_load_duration_seconds", _H, "Time to load a model, in seconds.",
+               ("model",), buckets=MODEL_LOAD_BUCKETS),
+    # -- errors and resilience ---------------------------------------------------------
+    MetricSpec("errors_total", _C, "LLM request errors by classified type.",
+               ("error_type", "model", "graph"), group="errors"),
+    MetricSpec("circuit_breaker_state", _G,
+               "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.", ("model",),
+               multiprocess_mode="max", group="errors"),
+    MetricSpec("circuit_breaker_failures_total", _C, "Failures counted by the circuit breaker.",
+               ("model",), group="errors"),
+    MetricSpec("circuit_breaker_transitions_total", _C, "Circuit breaker state transitions.",
+               ("model", "from_state", "to_state"), group="errors", source="issue 2"),
+    # -- graph nodes -----------------------------------------------------------------
+    MetricSpec("node_executions_total", _C, "Graph node executions.", ("node", "graph"),
+               group="graph"),
+    MetricSpec("node_execution_duration_seconds", _H, "Graph node execution time in seconds.",
+               ("node", "graph"), buckets=STEP_DURATION_BUCKETS, group="graph"),
+    MetricSpec("node_errors_total", _C, "Graph node errors by type.",
+               ("node", "graph", "error_type"), group="graph"),
+    MetricSpec("graph_executions_total", _C, "Graph executions by outcome (success, error).",
+               ("graph", "status"), group="graph"),
+    MetricSpec("graph_execution_duration_seconds", _H, "Graph execution time in seconds.",
+               ("graph",), buckets=STEP_DURATION_BUCKETS, group="graph"),
+    # -- cache -------------------------------------------------------------------------
+    MetricSpec("cache_hits_total", _C, "Response cache hits.", ("cache_type",), group="cache"),
+    MetricSpec("cache_misses_total", _C, "Response cache misses.", ("cache_type",),
+               group="cache"),
+    # -- queue -------------------------------------------------------------------------
+    MetricSpec("queue_size", _G, "Requests waiting in the queue.", ("priority",),
+               multiprocess_mode="livesum", group="queue"),
+    MetricSpec("queue_wait_time_seconds", _H, "Time a request waited in the queue, in seconds.",
+               ("priority",), buckets=WAIT_BUCKETS, group="queue"),
+    MetricSpec("queue_requests_total", _C, "Requests accepted by the queue.", ("priority",),
+               group="queue"),
+    MetricSpec("queue_requests_rejected_total", _C, "Requests the queue rejected (full).",
+               ("priority",), group="queue"),
+    MetricSpec("queue_active_workers", _G, "Queue workers currently processing a request.",
+               multiprocess_mode="livesum", group="queue"),
+    # -- other -------------------------------------------------------------------------
+    MetricSpec("system_info", _G,
+               "tinyllm build and platform information (always 1; the facts are labels).",
+               ("version", "python_version", "platform"), multiprocess_mode="max",
+               group="other"),
+    MetricSpec("rate_limit_wait_seconds", _H, "Time spent waiting on the rate limiter, seconds.",
+               ("model",), buckets=WAIT_BUCKETS, group="other"),
+    MetricSpec("memory_operations_total", _C, "Graph memory operations by type.",
+               ("operation_type",), group="other"),
+    # -- inference (seed 002) --------------------------------------------------------
+    MetricSpec("inference_requests_total", _C,
+               "Inference requests by outcome (success, error, timeout).", ("model", "status"),
+               group="inference", source="002"),
+    MetricSpec("inference_request_duration_seconds", _H,
+               "End-to-end inference latency in seconds.", ("model",),
+               buckets=INFERENCE_DURATION_BUCKETS, group="inference", source="002"),
+    MetricSpec("inference_ttft_seconds", _H, "Time to first token in seconds.", ("model",),
+               buckets=TTFT_BUCKETS, group="inference", source="002"),
+    MetricSpec("inference_inter_token_latency_seconds", _H,
+               "Time between consecutive generated tokens in seconds.", ("model",),
+               buckets=INTER_TOKEN_BUCKETS, group="inference", source="002"),
+    MetricSpec("tokens_generated_total", _C, "Tokens generated.", ("model",),
+               group="inference", source="002"),
+    MetricSpec("tokens_per_request", _H, "Tokens generated per request.", ("model",),
+               buckets=TOKENS_PER_REQUEST_BUCKETS, group="inference", source="002"),
+    MetricSpec("tokens_per_second", _G,
+               "Generation rate of the most recent request, tokens per second.", ("model",),
+               multiprocess_mode="mostrecent", group="inference", source="002"),
+    MetricSpec("average_tokens_per_minute", _G,
+               "Tokens generated over the trailing 60 s, updated as requests finish.",
+               ("model",), multiprocess_mode="livesum", group="inference", source="002"),
+    MetricSpec("kv_cache_hit_ratio", _G, "KV-cache hit ratio (0.0-1.0).", ("model",),
+               multiprocess_mode="mostrecent", group="inference", source="002"),
+    MetricSpec("batch_size", _H, "Inference batch sizes.", ("model",),
+               buckets=BATCH_SIZE_BUCKETS, group="inference", source="002"),
+    MetricSpec("batches_processed_total", _C, "Inference batches processed.", ("model",),
+               group="inference", source="002"),
+    MetricSpec("inference_errors_total", _C,
+               "Inference errors by classified type (oom, timeout, cuda, ...).",
+               ("model", "error_type"), group="inference", source="002"),
+    MetricSpec("inference_retries_total", _C, "Inference retry attempts.", ("model",),
+               group="inference", source="002"),
+    # -- GPU (seed 002) --------------------------------------------------------------
+    MetricSpec("gpu_memory_used_bytes", _G, "GPU memory in use, bytes.", ("model", "gpu_id"),
+               multiprocess_mode="mostrecent", group="gpu", source="002"),
+    MetricSpec("gpu_memory_reserved_bytes", _G, "GPU memory reserved, bytes.",
+               ("model", "gpu_id"), multiprocess_mode="mostrecent", group="gpu", source="002"),
+    MetricSpec("gpu_utilization_percent", _G, "GPU compute utilization, percent (0-100).",
+               ("model", "gpu_id"), multiprocess_mode="mostrecent", group="gpu", source="002"),
+    MetricSpec("memory_efficiency_ratio", _G, "GPU memory used / reserved (0.0-1.0).",
+               ("model", "gpu_id"), multiprocess_mode="mostrecent", group="gpu", source="002"),
+)
+
+CATALOG: MappingProxyType[str, MetricSpec] = MappingProxyType({s.name: s for s in _SPECS})
+if len(CATALOG) != len(_SPECS):  # pragma: no cover - a typo in the table above
+    raise RuntimeError("duplicate metric name in the catalog")
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """A Prometheus alerting rule; ``{ns}`` in ``expr`` becomes the namespace.
+
+    ``note`` says how it differs from the seed it came from, for the docs.
+    """
+
+    name: str
+    expr: str
+    duration: str
+    summary: str
+    severity: str = "warning"
+    extra_labels: tuple[tuple[str, str], ...] = ()
+    note: str = ""
+
+
+ALERTS: tuple[AlertRule, ...] = (
+    # Seed 002's four, made valid (see the notes).
+    AlertRule(
+        "HighInferenceErrorRate",
+        "sum by (model) (rate({ns}_inference_errors_total[5m]))\n"
+        "  / sum by (model) (rate({ns}_inference_requests_total[5m])) > 0.05",
+        "5m",
+        "More than 5% of inference requests to {{ $labels.model }} fail.",
+        note="Seed 002 compared the raw error rate (errors per second) with 0.05; "
+        "the alert's name asks for a ratio of requests.",
+    ),
+    AlertRule(
+        "HighInferenceLatency",
+        "histogram_quantile(0.95,\n"
+        "  sum by (model, le) (rate({ns}_inference_request_duration_seconds_bucket[5m]))) > 10",
+        "10m",
+        "p95 inference latency of {{ $labels.model }} is above 10 s.",
+        note="Seed 002 passed the histogram itself to histogram_quantile, which needs the "
+        "rate of its _bucket series aggregated by le.",
+    ),
+    AlertRule(
+        "HighTTFT",
+        "histogram_quantile(0.95,\n"
+        "  sum by (model, le) (rate({ns}_inference_ttft_seconds_bucket[5m]))) > 1",
+        "10m",
+        "p95 time to first token of {{ $labels.model }} is above 1 s (memory pressure?).",
+        extra_labels=(("reason", "memory_pressure"),),
+        note="Seed 002 called this LowTTFT, but it fires on a high TTFT; same histogram fix "
+        "as HighInferenceLatency.",
+    ),
+    AlertRule(
+        "GPUMemoryPressure",
+        "{ns}_memory_efficiency_ratio < 0.5",
+        "5m",
+        "GPU {{ $labels.gpu_id }} uses under half of the memory reserved for "
+        "{{ $labels.model }}.",
+        note="Valid as written in seed 002.",
+    ),
+    # The tinyllm_ families (seed 000/003 vocabulary).
+    AlertRule(
+        "TinyLLMHighErrorRate",
+        "sum by (model) (rate({ns}_errors_total[5m]))\n"
+        "  / sum by (model) (rate({ns}_requests_total[5m])) > 0.05",
+        "5m",
+        "More than 5% of requests to {{ $labels.model }} end in an error.",
+    ),
+    AlertRule(
+        "TinyLLMHighLatencyP95",
+        "histogram_quantile(0.95,\n"
+        "  sum by (model, le) (rate({ns}_request_latency_seconds_bucket[5m]))) > 10",
+        "10m",
+        "p95 request latency of {{ $labels.model }} is above 10 s.",
+    ),
+    AlertRule(
+        "TinyLLMCircuitBreakerOpen",
+        "max by (model) ({ns}_circuit_breaker_state) == 2",
+        "1m",
+        "The circuit breaker for {{ $labels.model }} is open.",
+        severity="critical",
+    ),
+)

@@ -1,0 +1,351 @@
+"""``MetricsCollector``: seed 000's API over the catalog's families.
+
+Example:
+    >>> from prometheus_client import CollectorRegistry
+    >>> metrics = MetricsCollector(registry=CollectorRegistry())
+    >>> metrics.increment_request_count(model="m", graph="g", request_type="generate")
+    >>> with metrics.track_request_latency(model="m", graph="g"):
+    ...     pass
+    >>> metrics.get_cardinality_stats()["metrics"]["requests_total"]
+    {'cardinality': 1, 'dropped': 0}
+
+Each method validates what it can check cheaply (counts and durations must be finite and
+non-negative, states must be known) and raises ``ValueError`` naming the argument before
+touching any metric, so nothing is half-applied. An exception inside a ``track_*`` block
+is recorded (error counters, status label) and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from tinyllm._validation import check_amount
+from tinyllm.errors import classify_error
+from tinyllm.metrics.families import OTHER, FamilySet, family_set
+from tinyllm.settings import metrics_namespace
+
+__all__ = [
+    "BREAKER_STATES",
+    "DEFAULT_MAX_CARDINALITY",
+    "OTHER",
+    "MetricsCollector",
+    "get_metrics_collector",
+    "reset_metrics_collector",
+]
+
+DEFAULT_MAX_CARDINALITY = 1000
+
+#: Circuit-breaker states and the gauge value each is exported as.
+BREAKER_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
+_BREAKER_ALIASES = {"half_open": "half-open", "halfopen": "half-open"}
+
+
+class _Timed(ABC):
+    """Base of the track_* context managers: times the block, records the outcome."""
+
+    __slots__ = ("_start",)
+
+    def __enter__(self) -> _Timed:
+        self._start = perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(perf_counter() - self._start, exc)
+
+    @abstractmethod
+    def _finish(self, elapsed: float, exc: BaseException | None) -> None:
+        """Record the block's outcome; ``exc`` is None on success."""
+
+
+class _RequestLatency(_Timed):
+    __slots__ = ("_active", "_errors", "_latency", "_model", "_graph", "_c")
+
+    def __init__(self, c: MetricsCollector, model: str, graph: str) -> None:
+        self._c, self._model, self._graph = c, model, graph
+        self._latency = c._child("request_latency_seconds", (model, graph))
+        self._active = c._child("active_requests", (model, graph))
+
+    def __enter__(self) -> _RequestLatency:
+        self._active.inc()
+        self._start = perf_counter()
+        return self
+
+    def _finish(self, elapsed: float, exc: BaseException | None) -> None:
+        self._latency.observe(elapsed)
+        self._active.dec()
+        if exc is not None:
+            self._c.increment_error_count(classify_error(exc), self._model, self._graph)
+
+
+class _NodeExecution(_Timed):
+    __slots__ = ("_c", "_node", "_graph")
+
+    def __init__(self, c: MetricsCollector, node: str, graph: str) -> None:
+        self._c, self._node, self._graph = c, node, graph
+
+    def _finish(self, elapsed: float, exc: BaseException | None) -> None:
+        key = (self._node, self._graph)
+        self._c._child("node_executions_total", key).inc()
+        self._c._child("node_execution_duration_seconds", key).observe(elapsed)
+        if exc is not None:
+            self._c.increment_node_error_count(self._node, classify_error(exc), self._graph)
+
+
+class _GraphExecution(_Timed):
+    __slots__ = ("_c", "_graph")
+
+    def __init__(self, c: MetricsCollector, graph: str) -> None:
+        self._c, self._graph = c, graph
+
+    def _finish(self, elapsed: float, exc: BaseException | None) -> None:
+        status = "success" if exc is None else "error"
+        self._c._child("graph_executions_total", (self._graph, status)).inc()
+        self._c._child("graph_execution_duration_seconds", (self._graph,)).observe(elapsed)
+
+
+class _ModelLoad(_Timed):
+    __slots__ = ("_c", "_model")
+
+    def __init__(self, c: MetricsCollector, model: str) -> None:
+        self._c, self._model = c, model
+
+    def _finish(self, elapsed: float, exc: BaseException | None) -> None:
+        if exc is None:
+            self._c._child("model_load_duration_seconds", (self._model,)).observe(elapsed)
+        else:  # a failed load took no "load time"; it is an error of that model
+            self._c.increment_error_count(classify_error(exc), self._model, "")
+
+
+class MetricsCollector:
+    """Records tinyllm's metrics into a prometheus_client registry.
+
+    Args:
+        registry: where the families live; default prometheus_client's ``REGISTRY``,
+            so ``generate_latest()`` and ``make_asgi_app()`` show them.
+        namespace: metric name prefix; default ``$TINYLLM_METRICS_NAMESPACE`` or
+            ``tinyllm``.
+        max_cardinality: label combinations allowed per family before new ones fold
+            into ``other``.
+
+    Collectors over the same registry and namespace share the same families, so
+    creating several is safe.
+    """
+
+    def __init__(
+        self,
+        max_cardinality: int = DEFAULT_MAX_CARDINALITY,
+        *,
+        registry: CollectorRegistry | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        if isinstance(max_cardinality, bool) or not isinstance(max_cardinality, int):
+            raise TypeError(f"max_cardinality must be an int, got {max_cardinality!r}")
+        if max_cardinality < 1:
+            raise ValueError(f"max_cardinality must be >= 1, got {max_cardinality}")
+        self.max_cardinality = max_cardinality
+        self.families: FamilySet = family_set(registry, metrics_namespace(namespace))
+        self.registry = self.families.registry
+        self.namespace = self.families.namespace
+        # Bound methods of each family's child(): one attribute lookup on the hot path.
+        self._lookups = {name: fam.child for name, fam in self.families.items()}
+
+    def _child(self, family: str, key: tuple[Any, ...]) -> Any:
+        return self._lookups[family](key, self.max_cardinality)
+
+    # -- requests ----------------------------------------------------------------------
+    def increment_request_count(
+        self, model: str = "unknown", graph: str = "default", request_type: str = "generate"
+    ) -> None:
+        """Count one request started (``tinyllm_requests_total``)."""
+        self._lookups["requests_total"]((model, graph, request_type), self.max_cardinality).inc()
+
+    def track_request_latency(self, model: str = "unknown", graph: str = "default") -> _Timed:
+        """Context manager: active-requests gauge, latency histogram, errors on exception."""
+        return _RequestLatency(self, model, graph)
+
+    def record_tokens(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        model: str = "unknown",
+        graph: str = "default",
+    ) -> None:
+        """Add prompt and completion token counts."""
+        check_amount("input_tokens", input_tokens, integral=True)
+        check_amount("output_tokens", output_tokens, integral=True)
+        key = (model, graph)
+        if input_tokens:
+            self._child("tokens_input_total", key).inc(input_tokens)
+        if output_tokens:
+            self._child("tokens_output_total", key).inc(output_tokens)
+
+    def track_model_load(self, model: str = "unknown") -> _Timed:
+        """Context manager: observe how long loading ``model`` took."""
+        return _ModelLoad(self, model)
+
+    # -- errors and circuit breaker -----------------------------------------------------
+    def increment_error_count(
+        self, error_type: str = "unknown", model: str = "unknown", graph: str = "default"
+    ) -> None:
+        """Count one error of ``error_type`` (see ``tinyllm.errors.ERROR_TYPES``)."""
+        self._child("errors_total", (error_type, model, graph)).inc()
+
+    def update_circuit_breaker_state(self, state: str, model: str = "unknown") -> None:
+        """Set the breaker state gauge (closed=0, half-open=1, open=2); count transitions."""
+        normal = _BREAKER_ALIASES.get(state, state) if isinstance(state, str) else state
+        value = BREAKER_STATES.get(normal) if isinstance(normal, str) else None
+        if value is None:
+            raise ValueError(
+                f"state={state!r} is not a circuit-breaker state; valid: closed, half-open, open"
+            )
+        fs = self.families
+        with fs.breaker_lock:
+            previous = fs.breaker_states.get(model, "closed")
+            fs.breaker_states[model] = normal
+            self._child("circuit_breaker_state", (model,)).set(value)
+            if previous != normal:
+                key = (model, previous, normal)
+                self._child("circuit_breaker_transitions_total", key).inc()
+
+    def increment_circuit_breaker_failures(self, model: str = "unknown") -> None:
+        """Count one failure seen by ``model``'s circuit breaker."""
+        self._child("circuit_breaker_failures_total", (model,)).inc()
+
+    # -- graphs and nodes --------------------------------------------------------------
+    def track_node_execution(self, node: str, graph: str = "default") -> _Timed:
+        """Context manager: count and time one node execution; errors by type."""
+        return _NodeExecution(self, node, graph)
+
+    def increment_node_error_count(
+        self, node: str, error_type: str = "unknown", graph: str = "default"
+    ) -> None:
+        """Count one error in ``node``."""
+        self._child("node_errors_total", (node, graph, error_type)).inc()
+
+    def track_graph_execution(self, graph: str = "default") -> _Timed:
+        """Context manager: count (by status) and time one graph execution."""
+        return _GraphExecution(self, graph)
+
+    def increment_memory_operation(self, operation_type: str) -> None:
+        """Count one graph-memory operation (add, get, update, delete, ...)."""
+        self._child("memory_operations_total", (operation_type,)).inc()
+
+    # -- cache -------------------------------------------------------------------------
+    def increment_cache_hit(self, cache_type: str = "memory") -> None:
+        """Count one response-cache hit."""
+        self._child("cache_hits_total", (cache_type,)).inc()
+
+    def increment_cache_miss(self, cache_type: str = "memory") -> None:
+        """Count one response-cache miss."""
+        self._child("cache_misses_total", (cache_type,)).inc()
+
+    # -- rate limiting and queue --------------------------------------------------------
+    def record_rate_limit_wait(self, wait_time: float, model: str = "unknown") -> None:
+        """Observe seconds spent waiting on the rate limiter."""
+        check_amount("wait_time", wait_time)
+        self._child("rate_limit_wait_seconds", (model,)).observe(wait_time)
+
+    def set_queue_size(self, size: int, priority: str = "normal") -> None:
+        """Set how many requests of ``priority`` wait in the queue."""
+        check_amount("size", size, integral=True)
+        self._child("queue_size", (priority,)).set(size)
+
+    def record_queue_wait_time(self, wait_time: float, priority: str = "normal") -> None:
+        """Observe seconds a request of ``priority`` waited in the queue."""
+        check_amount("wait_time", wait_time)
+        self._child("queue_wait_time_seconds", (priority,)).observe(wait_time)
+
+    def increment_queue_requests(self, priority: str = "normal") -> None:
+        """Count one request accepted by the queue."""
+        self._child("queue_requests_total", (priority,)).inc()
+
+    def increment_queue_rejections(self, priority: str = "normal") -> None:
+        """Count one request the queue rejected because it was full."""
+        self._child("queue_requests_rejected_total", (priority,)).inc()
+
+    def set_queue_active_workers(self, count: int) -> None:
+        """Set how many queue workers are busy."""
+        check_amount("count", count, integral=True)
+        self._child("queue_active_workers", ()).set(count)
+
+    # -- inference extras (seed 002) ----------------------------------------------------
+    def record_batch(self, batch_size: int, model: str = "unknown") -> None:
+        """Observe one inference batch of ``batch_size`` requests."""
+        check_amount("batch_size", batch_size, integral=True)
+        self._child("batch_size", (model,)).observe(batch_size)
+        self._child("batches_processed_total", (model,)).inc()
+
+    def set_kv_cache_hit_ratio(self, ratio: float, model: str = "unknown") -> None:
+        """Set the KV-cache hit ratio (0.0-1.0)."""
+        check_amount("ratio", ratio)
+        if ratio > 1:
+            raise ValueError(f"ratio must be between 0.0 and 1.0, got {ratio!r}")
+        self._child("kv_cache_hit_ratio", (model,)).set(ratio)
+
+    def increment_retry_count(self, model: str = "unknown") -> None:
+        """Count one retry attempt of an inference request."""
+        self._child("inference_retries_total", (model,)).inc()
+
+    # -- introspection -----------------------------------------------------------------
+    def get_cardinality_stats(self) -> dict[str, Any]:
+        """Label combinations per family, and how many updates were folded into ``other``.
+
+        Returns ``{"total_combinations", "max_cardinality", "metrics": {name:
+        {"cardinality", "dropped"}}}``; families never touched are left out.
+        """
+        per_metric: dict[str, dict[str, int]] = {}
+        for name, fam in self.families.items():
+            if fam.cardinality or fam.dropped:
+                per_metric[name] = {"cardinality": fam.cardinality, "dropped": fam.dropped}
+        return {
+            "total_combinations": sum(m["cardinality"] for m in per_metric.values()),
+            "max_cardinality": self.max_cardinality,
+            "metrics": per_metric,
+        }
+
+
+_default: MetricsCollector | None = None
+_default_lock = threading.Lock()
+
+
+def get_metrics_collector() -> MetricsCollector:
+    """The process-wide collector over prometheus_client's default registry.
+
+    Example:
+        >>> get_metrics_collector() is get_metrics_collector()
+        True
+    """
+    found = _default
+    if found is not None:
+        return found
+    return _make_default()
+
+
+def _make_default() -> MetricsCollector:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MetricsCollector()
+        return _default
+
+
+def reset_metrics_collector() -> None:
+    """Forget the process-wide collector and unregister its families (tests only)."""
+    global _default
+    from tinyllm.metrics.families import forget_family_sets
+
+    with _default_lock:
+        _default = None
+        forget_family_sets()
+

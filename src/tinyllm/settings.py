@@ -1,0 +1,60 @@
+"""Configuration names and the one precedence rule: argument, then environment, then default.
+
+Every environment variable tinyllm reads is a constant here, so the docs and the code
+cannot disagree about a name.
+
+Example:
+    >>> from tinyllm.settings import metrics_namespace
+    >>> metrics_namespace("ryot")
+    'ryot'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = [
+    "DEFAULT_METRICS_ADDR",
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_NAMESPACE",
+    "ENV_METRICS_NAMESPACE",
+    "ENV_METRICS_URL",
+    "ENV_PROMETHEUS_MULTIPROC_DIR",
+    "metrics_namespace",
+    "multiprocess_dir",
+]
+
+ENV_METRICS_NAMESPACE = "TINYLLM_METRICS_NAMESPACE"
+ENV_METRICS_URL = "TINYLLM_METRICS_URL"
+# prometheus_client's own variable; we only read it to serve the aggregated view.
+ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+DEFAULT_NAMESPACE = "tinyllm"
+DEFAULT_METRICS_PORT = 9090
+DEFAULT_METRICS_ADDR = "127.0.0.1"
+
+_NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def metrics_namespace(value: str | None = None) -> str:
+    """The metric name prefix: ``value``, else ``$TINYLLM_METRICS_NAMESPACE``, else ``tinyllm``.
+
+    Raises ValueError when the result is not a valid Prometheus name prefix.
+    """
+    chosen = value if value is not None else os.environ.get(ENV_METRICS_NAMESPACE, "")
+    chosen = chosen.strip() or DEFAULT_NAMESPACE
+    if not _NAMESPACE_RE.match(chosen) or chosen.startswith("__"):
+        source = "namespace" if value is not None else ENV_METRICS_NAMESPACE
+        raise ValueError(
+            f"{source}={chosen!r} is not a valid metric prefix: use letters, digits and "
+            "underscores, not starting with a digit (e.g. 'tinyllm' or 'ryot')"
+        )
+    return chosen
+
+
+def multiprocess_dir() -> str | None:
+    """The prometheus_client multiprocess directory, when multi-worker mode is on."""
+    return os.environ.get(ENV_PROMETHEUS_MULTIPROC_DIR) or os.environ.get(
+        ENV_PROMETHEUS_MULTIPROC_DIR.lower()
+    ) or None
