@@ -89,7 +89,7 @@ def classify_error(exc: BaseException) -> str:
         text = str(exc)[:300].lower()
     except Exception:  # a broken __str__ must not break accounting
         text = ""
-    if "outofmemory" in name or "out of memory" in text or "oom" == name:
+    if "outofmemory" in name or "out of memory" in text or name == "oom":
         return "oom"
     if "cuda" in name or "cuda" in text or "cublas" in text:
         return "cuda"

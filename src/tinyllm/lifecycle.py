@@ -24,10 +24,9 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
@@ -84,9 +83,9 @@ class _Instruments:
         "status",
         "tokens_in",
         "tokens_out",
-        "tps",
         "tpm",
         "tpm_window",
+        "tps",
         "ttft",
     )
 
@@ -296,7 +295,7 @@ class RequestLifecycle:
                     self._instruments[key] = found
             return found
 
-    def add_observer(self, observer: Callable[[Request], Any]) -> None:
+    def add_observer(self, observer: RequestObserver) -> None:
         """Call ``observer(request)`` after each request ends (must not block or raise)."""
         self.observers.append(observer)
 

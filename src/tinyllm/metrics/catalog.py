@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """The prometheus_client type a family is built as."""
 
     COUNTER = "counter"
@@ -79,7 +79,9 @@ class MetricSpec:
         if (self.kind is Kind.HISTOGRAM) != (self.buckets is not None):
             raise ValueError(f"{self.name!r}: buckets go with histograms, and only with them")
         if (self.kind is Kind.GAUGE) != (self.multiprocess_mode is not None):
-            raise ValueError(f"{self.name!r}: multiprocess_mode goes with gauges, and only with them")
+            raise ValueError(
+                f"{self.name!r}: multiprocess_mode goes with gauges, and only with them"
+            )
 
 
 def full_name(namespace: str, spec: MetricSpec) -> str:

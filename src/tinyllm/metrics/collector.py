@@ -69,7 +69,7 @@ class _Timed(ABC):
 
 
 class _RequestLatency(_Timed):
-    __slots__ = ("_active", "_errors", "_latency", "_model", "_graph", "_c")
+    __slots__ = ("_active", "_c", "_errors", "_graph", "_latency", "_model")
 
     def __init__(self, c: MetricsCollector, model: str, graph: str) -> None:
         self._c, self._model, self._graph = c, model, graph
@@ -89,7 +89,7 @@ class _RequestLatency(_Timed):
 
 
 class _NodeExecution(_Timed):
-    __slots__ = ("_c", "_node", "_graph")
+    __slots__ = ("_c", "_graph", "_node")
 
     def __init__(self, c: MetricsCollector, node: str, graph: str) -> None:
         self._c, self._node, self._graph = c, node, graph

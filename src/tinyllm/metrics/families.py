@@ -14,6 +14,7 @@ exist in a process without prometheus_client's "Duplicated timeseries" error.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 from collections.abc import Mapping
@@ -121,10 +122,8 @@ class FamilySet(Mapping[str, Family]):
     def unregister(self) -> None:
         """Remove every family from the registry (for tests and reconfiguration)."""
         for fam in self._families.values():
-            try:
+            with contextlib.suppress(KeyError):
                 self.registry.unregister(fam.metric)
-            except KeyError:
-                pass
 
 
 _SETS: dict[tuple[int, str], FamilySet] = {}

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from tinyllm.lifecycle import Request, get_lifecycle
 from tinyllm._validation import check_amount
+from tinyllm.lifecycle import Request, get_lifecycle
 
 __all__ = ["InferenceContext", "track_inference_request", "track_token_generation"]
 

@@ -63,7 +63,7 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorR
         from prometheus_client import multiprocess
 
         aggregate = CollectorRegistry()
-        multiprocess.MultiProcessCollector(aggregate)
+        multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
         return aggregate
     return REGISTRY
 
@@ -104,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             try:
                 query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=100)
-                response = route(query, self.headers)
+                response = route(query, dict(self.headers.items()))
             except ValueError as exc:  # a malformed query string is the client's error
                 response = Response.json({"error": str(exc)}, 400)
             except Exception:  # never let a bug kill the server thread
@@ -144,7 +144,9 @@ class MetricsServer:
     def __init__(self, server: _Server, thread: threading.Thread) -> None:
         self._server = server
         self._thread = thread
-        self.host, self.port = server.server_address[:2]
+        address = server.server_address
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
 
     @property
     def url(self) -> str:

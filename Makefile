@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step
+# they call. Set-up is idempotent: a second run only re-installs when pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+PORT   ?= 9090
+
+.PHONY: run test setup services lint typecheck unit bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+services:
+	scripts/ensure-services.sh
+
+## run: set up, start the metrics server and a simulated workload (Ctrl-C to stop)
+run: setup
+	$(BIN)/python examples/metrics_example.py --port $(PORT)
+
+## test: set up (Python packages, Debian packages, services), lint, type-check, every test
+test: setup services lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks examples
+
+typecheck: setup
+	$(BIN)/mypy
+
+## bench: our cost against the raw libraries, side by side, as ratios
+bench: setup
+	$(BIN)/python benchmarks/bench_metrics.py
+
+## docs: regenerate docs/metrics.md and deploy/prometheus/alerts.yml from the catalog
+docs: setup
+	$(BIN)/python -m tinyllm.metrics.render
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,171 @@
+"""``tinyllm metrics`` (serve) and ``tinyllm stats`` (summarise)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tinyllm.cli._app import app, err_console, fail
+from tinyllm.errors import MetricsServerError
+from tinyllm.settings import (
+    DEFAULT_METRICS_ADDR,
+    DEFAULT_METRICS_PORT,
+    ENV_METRICS_URL,
+    metrics_namespace,
+    multiprocess_dir,
+)
+
+
+@app.command("metrics")
+def serve_metrics(
+    port: int = typer.Option(
+        DEFAULT_METRICS_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
+    ),
+    host: str = typer.Option(
+        DEFAULT_METRICS_ADDR, "--host", help="Address to bind (0.0.0.0 exposes it to the network)."
+    ),
+) -> None:
+    """Serve /metrics and /health in the foreground until SIGINT or SIGTERM.
+
+    With PROMETHEUS_MULTIPROC_DIR set, serves the aggregate of every worker process.
+    Samples NVIDIA GPUs when nvidia-ml-py and a GPU are present.
+    """
+    from tinyllm.metrics import GPUSampler, get_metrics_collector, start_metrics_server
+
+    get_metrics_collector()  # register the families, so /metrics shows the catalog
+    try:
+        server = start_metrics_server(port=port, addr=host)
+    except MetricsServerError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    sampler = GPUSampler()
+    try:
+        gpu = sampler.start()
+        err_console.print(f"serving metrics on {server.url}/metrics (Ctrl-C to stop)")
+        if multiprocess_dir():
+            err_console.print(f"aggregating worker processes from {multiprocess_dir()}")
+        status = sampler.status
+        if status is not None:
+            err_console.print(("GPU: " if gpu else "no GPU figures: ") + status.reason)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sampler.stop()
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    err_console.print("metrics server stopped")
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if unit == "s":
+            return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+        if unit == "%":
+            return f"{value * 100:.1f} %"
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+    return str(value)
+
+
+def _render(summary: dict[str, Any], gpu_reason: str | None) -> Table:
+    table = Table(title=f"tinyllm stats ({summary['source']})", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    req, lat = summary["requests"], summary["latency_seconds"]
+    rows: list[tuple[str, str]] = [
+        ("requests", _fmt(req["total"])),
+        ("active requests", _fmt(req["active"])),
+        ("errors", _fmt(req["errors"])),
+        ("error rate", _fmt(req["error_rate"], "%")),
+        ("latency mean / p50 / p95",
+         " / ".join(_fmt(lat[k], "s") for k in ("mean", "p50", "p95"))),
+        ("time to first token p50 / p95",
+         " / ".join(_fmt(summary["ttft_seconds"][k], "s") for k in ("p50", "p95"))),
+        ("inter-token latency p50 / p95",
+         " / ".join(_fmt(summary["inter_token_latency_seconds"][k], "s") for k in ("p50", "p95"))),
+        ("tokens in / out",
+         f"{_fmt(summary['tokens']['input'])} / {_fmt(summary['tokens']['output'])}"),
+        ("cache hit rate", _fmt(summary["cache"]["hit_rate"], "%")),
+    ]
+    for model, count in sorted(req["by_model"].items()):
+        rows.append((f"  requests [{model}]", _fmt(count)))
+    for model, rate in sorted(summary["tokens"]["per_second_by_model"].items()):
+        rows.append((f"  tokens/s [{model}]", _fmt(rate)))
+    for error_type, count in sorted(summary["errors_by_type"].items()):
+        rows.append((f"  errors [{error_type}]", _fmt(count)))
+    for model, state in sorted(summary["circuit_breakers"].items()):
+        rows.append((f"  circuit breaker [{model}]", state))
+    for gpu in summary["gpus"]:
+        used = gpu["used_bytes"] / 2**30
+        rows.append((f"  GPU {gpu['gpu_id']} [{gpu['model']}]",
+                     f"{used:.2f} GiB used, {_fmt(gpu['utilization_percent'])} % busy"))
+    if not summary["gpus"]:
+        rows.append(("GPU", f"no GPU figures: {gpu_reason}"))
+    for name, value in rows:
+        table.add_row(Text(name), Text(value))
+    return table
+
+
+@app.command("stats")
+def stats(
+    url: str = typer.Option(
+        None, "--url", help=f"Metrics endpoint to read (default ${ENV_METRICS_URL} or "
+        f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    namespace: str = typer.Option(None, "--namespace", help="Metric name prefix to read."),
+) -> None:
+    """Print the current figures of a running tinyllm metrics endpoint."""
+    from tinyllm.metrics.gpu import gpu_status
+    from tinyllm.metrics.stats import StatsUnavailable, fetch_exposition, summarize
+
+    try:
+        ns = metrics_namespace(namespace)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    if url is not None and not url.startswith(("http://", "https://")):
+        fail(f"--url must start with http:// or https://, got {url!r}", 2)
+    if url is None and os.environ.get(ENV_METRICS_URL) is None and multiprocess_dir():
+        from prometheus_client import generate_latest
+
+        from tinyllm.metrics.server import exposition_registry
+
+        source = f"multiprocess dir {multiprocess_dir()}"
+        text = generate_latest(exposition_registry()).decode()
+    else:
+        source = url or os.environ.get(ENV_METRICS_URL) or (
+            f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics"
+        )
+        try:
+            text = fetch_exposition(source)
+        except StatsUnavailable as exc:
+            fail(f"{exc} (start a server with `tinyllm metrics`, or pass --url)")
+    try:
+        summary = summarize(text, ns)
+    except ValueError as exc:
+        fail(f"{source} did not return a Prometheus exposition: {exc}")
+    summary["source"] = source
+    gpu_reason = None
+    if not summary["gpus"]:
+        gpu_reason = gpu_status().reason
+        summary["gpu_status"] = gpu_reason
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        Console().print(_render(summary, gpu_reason))
