@@ -1,0 +1,105 @@
+"""The request lifecycle: one observation, exact accounting, observers."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
+from tinyllm.metrics import MetricsCollector
+
+
+@pytest.fixture
+def lifecycle(collector: MetricsCollector) -> RequestLifecycle:
+    return RequestLifecycle(collector)
+
+
+def v(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return reg.get_sample_value(name, labels)
+
+
+def test_backend_usage_wins_over_counted_tokens(
+    lifecycle: RequestLifecycle, registry: CollectorRegistry
+) -> None:
+    with lifecycle.start("m", "g") as req:
+        req.token()
+        req.token()
+        req.usage(input_tokens=7, output_tokens=5)
+    assert req.output_tokens == 5
+    assert v(registry, "tinyllm_tokens_output_total", model="m", graph="g") == 5
+    assert v(registry, "tinyllm_tokens_input_total", model="m", graph="g") == 7
+    assert v(registry, "tinyllm_inference_inter_token_latency_seconds_count", model="m") == 1
+
+
+def test_a_chunk_of_several_tokens_spreads_its_gap(
+    lifecycle: RequestLifecycle, registry: CollectorRegistry
+) -> None:
+    with lifecycle.start("m") as req:
+        req.token(3)  # first chunk: TTFT + 2 zero gaps
+        req.token(4)  # 4 gaps
+        req.token(0)  # nothing
+    assert req.output_tokens == 7
+    assert v(registry, "tinyllm_inference_ttft_seconds_count", model="m") == 1
+    assert v(registry, "tinyllm_inference_inter_token_latency_seconds_count", model="m") == 6
+    with pytest.raises(ValueError, match="count"):
+        req.token(-1)
+
+
+def test_end_is_idempotent_and_requests_equal_outcomes(
+    lifecycle: RequestLifecycle, registry: CollectorRegistry
+) -> None:
+    for i in range(10):
+        req = lifecycle.start("m")
+        req.end(None if i % 3 else ConnectionRefusedError())
+        req.end()  # a second end changes nothing
+        req.end(RuntimeError())
+    started = v(registry, "tinyllm_requests_total", model="m", graph="default",
+                request_type="generate")
+    outcomes = sum(
+        v(registry, "tinyllm_inference_requests_total", model="m", status=s) or 0
+        for s in ("success", "error", "timeout")
+    )
+    assert started == outcomes == 10
+    assert v(registry, "tinyllm_inference_requests_total", model="m", status="error") == 4
+    assert v(registry, "tinyllm_errors_total", error_type="connection", model="m",
+             graph="default") == 4
+
+
+def test_request_timings_are_exposed(lifecycle: RequestLifecycle) -> None:
+    with lifecycle.start("m") as req:
+        req.token()
+    assert req.status == "success"
+    assert req.ttft is not None and req.duration is not None
+    assert 0 <= req.ttft <= req.duration
+
+
+def test_observers_see_every_end_and_cannot_break_the_caller(
+    lifecycle: RequestLifecycle,
+) -> None:
+    seen: list[Request] = []
+
+    def broken(request: Request) -> None:
+        raise RuntimeError("observer bug")
+
+    lifecycle.add_observer(broken)
+    lifecycle.add_observer(seen.append)
+    with pytest.raises(KeyError), lifecycle.start("m") as req:
+        raise KeyError("x")
+    assert seen == [req]
+    assert req.status == "error" and req.error_type == "unknown"
+    assert lifecycle.observer_failures == 1
+
+
+def test_get_lifecycle_is_one_per_collector(collector: MetricsCollector) -> None:
+    assert get_lifecycle(collector) is get_lifecycle(collector)
+    other = MetricsCollector(registry=CollectorRegistry())
+    assert get_lifecycle(other) is not get_lifecycle(collector)
+
+
+def test_label_sets_past_the_budget_fold_into_other(registry: CollectorRegistry) -> None:
+    lc = RequestLifecycle(MetricsCollector(max_cardinality=2, registry=registry))
+    for i in range(6):
+        with lc.start(f"model-{i}") as req:
+            req.token()
+    assert v(registry, "tinyllm_tokens_generated_total", model="other") == 4
+    assert v(registry, "tinyllm_tokens_generated_total", model="model-0") == 1

@@ -1,0 +1,33 @@
+"""The facades re-export, with sorted __all__ that match their namespaces."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then everything else."""
+    if name.isupper():
+        return (0, name)
+    return (1, name) if name[0].isupper() else (2, name)
+
+
+@pytest.mark.parametrize("module", ["tinyllm", "tinyllm.metrics"])
+def test_all_is_sorted_and_complete(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__all__ == sorted(mod.__all__, key=_isort_key)
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
+    public = {n for n in vars(mod) if not n.startswith("_") and not isinstance(
+        getattr(mod, n), type(importlib))}
+    assert public <= set(mod.__all__), public - set(mod.__all__)
+
+
+def test_import_works_without_optional_extras() -> None:
+    import sys
+
+    import tinyllm  # noqa: F401
+
+    assert "pynvml" not in sys.modules
