@@ -1,0 +1,5 @@
+"""`python -m tinyllm` runs the CLI."""
+
+from tinyllm.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""`python -m tinyllm.cli` runs the CLI."""
+
+from tinyllm.cli import main
+
+main()
