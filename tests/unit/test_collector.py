@@ -298,3 +298,26 @@ def test_queue_and_inference_extras(collector: MetricsCollector) -> None:
     assert value(reg, "tinyllm_queue_active_workers") == 2
     assert value(reg, "tinyllm_kv_cache_hit_ratio", model="m") == 0.75
     assert value(reg, "tinyllm_inference_retries_total", model="m") == 1
+
+
+def test_seed_002_make_asgi_app_mount_shows_the_families(
+    default_collector: MetricsCollector,
+) -> None:
+    from prometheus_client import make_asgi_app
+
+    default_collector.increment_request_count(model="gpt4")
+    app = make_asgi_app()
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "headers": []}
+    asyncio.run(app(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert b'tinyllm_requests_total{graph="default",model="gpt4",request_type="generate"} 1.0' \
+        in body
