@@ -16,6 +16,11 @@ def check_amount(name: str, value: Any, *, integral: bool = False) -> None:
         ...
         ValueError: wait_time must be a finite number >= 0, got -1
     """
+    kind = type(value)
+    if (kind is float or kind is int) and 0 <= value < _INF and not (
+        integral and kind is float and value != int(value)
+    ):
+        return  # the common case, kept cheap: it runs on every token-count update
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     if not 0 <= value < _INF:

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -47,26 +48,39 @@ class RequestObserver(Protocol):
 
 
 class _MinuteWindow:
-    """Tokens generated over the trailing minute, in five-second slots."""
+    """Tokens generated over the trailing minute, in five-second slots.
 
-    __slots__ = ("_counts", "_lock", "_stamps")
+    The sum is kept as a running total within the current slot and recomputed only
+    when a request ends in a new slot, so most updates are two additions.
+    """
+
+    __slots__ = ("_counts", "_lock", "_stamps", "_tick", "_total")
 
     def __init__(self) -> None:
         self._stamps = [-1] * _SLOTS
         self._counts = [0] * _SLOTS
+        self._tick = -1
+        self._total = 0
         self._lock = threading.Lock()
 
     def add(self, tokens: int, now: float) -> float:
         tick = int(now * _SLOTS / _WINDOW_SECONDS)
         slot = tick % _SLOTS
         with self._lock:
+            if tick == self._tick:
+                self._counts[slot] += tokens
+                self._total += tokens
+                return float(self._total)
             if self._stamps[slot] != tick:
                 self._stamps[slot], self._counts[slot] = tick, 0
             self._counts[slot] += tokens
+            self._tick = tick
             oldest = tick - _SLOTS + 1
-            return float(
-                sum(c for s, c in zip(self._stamps, self._counts, strict=True) if s >= oldest)
+            self._total = sum(
+                count for stamp, count in zip(self._stamps, self._counts, strict=True)
+                if stamp >= oldest
             )
+            return float(self._total)
 
 
 class _Instruments:
@@ -196,6 +210,13 @@ class Request:
             self._first = self._last = now
             self.ttft = now - self.start_time
             self._inst.ttft.observe(self.ttft)
+
+    @property
+    def inter_token_observer(self) -> Callable[[float], None]:
+        """The bound ``observe`` of this request's inter-token histogram child, for
+        callers that validate gaps themselves and want the cheapest per-token path."""
+        observe: Callable[[float], None] = self._observe_itl
+        return observe
 
     def inter_token_latency(self, seconds: float) -> None:
         """Observe an inter-token gap measured by the caller."""

@@ -103,3 +103,15 @@ def test_label_sets_past_the_budget_fold_into_other(registry: CollectorRegistry)
             req.token()
     assert v(registry, "tinyllm_tokens_generated_total", model="other") == 4
     assert v(registry, "tinyllm_tokens_generated_total", model="model-0") == 1
+
+
+def test_minute_window_keeps_the_trailing_sixty_seconds() -> None:
+    from tinyllm.lifecycle import _MinuteWindow
+
+    w = _MinuteWindow()
+    assert w.add(10, 1000.0) == 10
+    assert w.add(5, 1001.0) == 15          # same 5-s slot
+    assert w.add(1, 1030.0) == 16          # new slot, old ones still inside the minute
+    assert w.add(0, 1059.0) == 16
+    assert w.add(2, 1062.0) == 3           # the 1000-1004 slot has left the window
+    assert w.add(0, 1200.0) == 0           # everything has left

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -27,6 +28,7 @@ from tinyllm.lifecycle import Request, get_lifecycle
 
 __all__ = ["InferenceContext", "track_inference_request", "track_token_generation"]
 
+_INF = float("inf")
 P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
@@ -42,7 +44,7 @@ class InferenceContext:
     counted by its classified type and re-raised.
     """
 
-    __slots__ = ("_count", "_request", "graph", "model", "request_type")
+    __slots__ = ("_count", "_observe_itl", "_request", "graph", "model", "request_type")
 
     def __init__(self, model: str, graph: str = "default", request_type: str = "generate"):
         self.model, self.graph, self.request_type = model, graph, request_type
@@ -63,6 +65,9 @@ class InferenceContext:
 
     def set_token_count(self, count: int) -> None:
         """Set the tokens generated so far; the first non-zero count marks TTFT."""
+        if self._count and type(count) is int and count >= 0:  # per-token fast path
+            self._count = count
+            return
         check_amount("count", count, integral=True)
         req = self.request
         if count and not self._count:
@@ -71,6 +76,9 @@ class InferenceContext:
 
     def record_inter_token_latency(self, seconds: float) -> None:
         """Observe one inter-token gap, in seconds."""
+        if self._request is not None and type(seconds) is float and 0.0 <= seconds < _INF:
+            self._observe_itl(seconds)  # per-token fast path: already a valid duration
+            return
         self.request.inter_token_latency(seconds)
 
     def record_input_tokens(self, count: int) -> None:
@@ -79,6 +87,7 @@ class InferenceContext:
 
     def __enter__(self) -> InferenceContext:
         self._request = get_lifecycle().start(self.model, self.graph, self.request_type)
+        self._observe_itl = self._request.inter_token_observer
         self._count = 0
         return self
 
@@ -138,6 +147,24 @@ def track_inference_request(
     return decorate
 
 
+class _TokenClock:
+    """Per-token timing for the generator wrappers: the first token goes through the
+    request (TTFT), later ones straight to the inter-token histogram child; the count
+    is handed to the request at the end as its usage."""
+
+    __slots__ = ("count", "last", "observe", "request")
+
+    def __init__(self, model: str, graph: str, request_type: str) -> None:
+        self.request = get_lifecycle().start(model, graph, request_type)
+        self.observe = self.request.inter_token_observer
+        self.count = 0
+        self.last = 0.0
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.request.usage(output_tokens=self.count)
+        self.request.end(error)
+
+
 @overload
 def _wrap_generator(
     fn: Callable[P, AsyncIterator[Y]], model: str, graph: str, request_type: str
@@ -147,41 +174,54 @@ def _wrap_generator(
     fn: Callable[P, Iterator[Y]], model: str, graph: str, request_type: str
 ) -> Callable[P, Iterator[Y]]: ...
 def _wrap_generator(fn: Any, model: str, graph: str, request_type: str) -> Any:
+    # The loops below are the per-token hot path: one perf_counter() and one observe().
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            req = get_lifecycle().start(model, graph, request_type)
-            token = req.token
+            clock = _TokenClock(model, graph, request_type)
+            observe = clock.observe
             try:
                 async for item in fn(*args, **kwargs):
-                    token()
+                    now = perf_counter()
+                    if clock.count:
+                        observe(now - clock.last)
+                    else:
+                        clock.request.first_token()
+                    clock.last = now
+                    clock.count += 1
                     yield item
             except GeneratorExit:  # the consumer stopped early: not a model failure
-                req.end()
+                clock.finish()
                 raise
             except BaseException as exc:
-                req.end(exc)
+                clock.finish(exc)
                 raise
-            req.end()
+            clock.finish()
 
         return run_async
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        req = get_lifecycle().start(model, graph, request_type)
-        token = req.token
+        clock = _TokenClock(model, graph, request_type)
+        observe = clock.observe
         try:
             for item in fn(*args, **kwargs):
-                token()
+                now = perf_counter()
+                if clock.count:
+                    observe(now - clock.last)
+                else:
+                    clock.request.first_token()
+                clock.last = now
+                clock.count += 1
                 yield item
         except GeneratorExit:
-            req.end()
+            clock.finish()
             raise
         except BaseException as exc:
-            req.end(exc)
+            clock.finish(exc)
             raise
-        req.end()
+        clock.finish()
 
     return run
 
