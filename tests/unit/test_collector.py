@@ -50,8 +50,9 @@ def test_seed_000_python_block_runs_as_written(default_collector: MetricsCollect
     assert value(r, "tinyllm_circuit_breaker_state", model="model") == 0
     assert value(r, "tinyllm_circuit_breaker_failures_total", model="model") == 1
     assert value(r, "tinyllm_node_executions_total", node="node", graph="graph") == 1
-    assert value(r, "tinyllm_node_execution_duration_seconds_count", node="node", graph="graph") == 1
-    assert value(r, "tinyllm_node_errors_total", node="node", graph="graph", error_type="error") == 1
+    ng = {"node": "node", "graph": "graph"}
+    assert value(r, "tinyllm_node_execution_duration_seconds_count", **ng) == 1
+    assert value(r, "tinyllm_node_errors_total", error_type="error", **ng) == 1
     assert value(r, "tinyllm_graph_executions_total", graph="graph", status="success") == 1
     assert value(r, "tinyllm_graph_execution_duration_seconds_count", graph="graph") == 1
     assert value(r, "tinyllm_cache_hits_total", cache_type="memory") == 1
@@ -148,7 +149,8 @@ def test_node_graph_and_model_load_failures(collector: MetricsCollector) -> None
     with pytest.raises(RuntimeError), collector.track_model_load("m"):
         raise RuntimeError("CUDA error: device-side assert")
     assert value(reg, "tinyllm_model_load_duration_seconds_count", model="m") is None
-    assert value(reg, "tinyllm_errors_total", error_type="cuda", model="m", graph="") == 1
+    assert value(reg, "tinyllm_model_load_errors_total", model="m", error_type="cuda") == 1
+    assert not any(s.name == "tinyllm_errors_total" for m in reg.collect() for s in m.samples)
 
 
 @pytest.mark.parametrize(

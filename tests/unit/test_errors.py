@@ -35,7 +35,6 @@ class ReadTimeout(Exception):
         (RuntimeError("CUDA out of memory. Tried to allocate"), "oom"),
         (RuntimeError("CUDA error: an illegal memory access"), "cuda"),
         (TimeoutError(), "timeout"),
-        (asyncio.TimeoutError(), "timeout"),
         (ReadTimeout("x"), "timeout"),
         (asyncio.CancelledError(), "cancelled"),
         (ConnectionRefusedError(), "connection"),

@@ -22,12 +22,12 @@ def _fake_pynvml(devices: int, fail_init: bool = False) -> types.ModuleType:
     mod = types.ModuleType("pynvml")
     state = {"init": 0}
 
-    def nvmlInit() -> None:  # noqa: N802 - pynvml's names
+    def nvmlInit() -> None:
         if fail_init:
             raise RuntimeError("NVML Shared Library Not Found")
         state["init"] += 1
 
-    def nvmlShutdown() -> None:  # noqa: N802
+    def nvmlShutdown() -> None:
         state["init"] -= 1
 
     mod.nvmlInit = nvmlInit  # type: ignore[attr-defined]

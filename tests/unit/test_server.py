@@ -80,7 +80,8 @@ def test_extra_routes_and_bad_query(registry: CollectorRegistry) -> None:
 
 def test_busy_port_raises_one_clear_error(registry: CollectorRegistry) -> None:
     with start_metrics_server(port=0, registry=registry) as first:
-        with pytest.raises(MetricsServerError, match=f"port {first.port} is already in use"):
+        expected = f"port {first.port} is already in use"
+        with pytest.raises(MetricsServerError, match=expected):
             start_metrics_server(port=first.port, registry=registry)
 
 

@@ -23,7 +23,7 @@ def test_summary_of_a_workload() -> None:
     reg = CollectorRegistry()
     c = MetricsCollector(registry=reg, namespace="ryot")
     lc = RequestLifecycle(c)
-    for i in range(4):
+    for _i in range(4):
         with lc.start("m") as req:
             req.token(5)
             req.usage(input_tokens=3)

@@ -104,6 +104,8 @@ _SPECS = (
     MetricSpec("tokens_output_total", _C, "Completion (output) tokens generated.", _MG),
     MetricSpec("model_load_duration_seconds", _H, "Time to load a model, in seconds.",
                ("model",), buckets=MODEL_LOAD_BUCKETS),
+    MetricSpec("model_load_errors_total", _C, "Model loads that failed, by classified type.",
+               ("model", "error_type"), source="issue 2"),
     # -- errors and resilience ---------------------------------------------------------
     MetricSpec("errors_total", _C, "LLM request errors by classified type.",
                ("error_type", "model", "graph"), group="errors"),

@@ -123,8 +123,12 @@ class _ModelLoad(_Timed):
     def _finish(self, elapsed: float, exc: BaseException | None) -> None:
         if exc is None:
             self._c._child("model_load_duration_seconds", (self._model,)).observe(elapsed)
-        else:  # a failed load took no "load time"; it is an error of that model
-            self._c.increment_error_count(classify_error(exc), self._model, "")
+        else:
+            # A failed load took no "load time". It gets its own counter rather than
+            # errors_total: the request that needed the model fails and is counted there
+            # already, and an error with no request would skew every error ratio.
+            key = (self._model, classify_error(exc))
+            self._c._child("model_load_errors_total", key).inc()
 
 
 class MetricsCollector:
