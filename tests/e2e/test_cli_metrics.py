@@ -23,7 +23,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
-def start_server(port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_server(
+    port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     proc = subprocess.Popen([*CLI, "metrics", "--port", str(port), *extra], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})})
