@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
@@ -42,9 +42,16 @@ _SLOTS = 12  # five-second slots over the trailing minute
 
 
 class RequestObserver(Protocol):
-    """Told when a request ends. Must not block and must not raise."""
+    """A sink told when each request starts and ends (tracing, logs, events, store).
 
-    def __call__(self, request: Request) -> None: ...
+    Both methods run on the caller's thread: they must not block and must not raise
+    (a raise is caught and counted in ``RequestLifecycle.observer_failures``).
+    ``on_start`` may keep per-request state on ``request.span``.
+    """
+
+    def on_start(self, request: Request) -> None: ...
+
+    def on_end(self, request: Request) -> None: ...
 
 
 class _MinuteWindow:
@@ -142,6 +149,7 @@ class Request:
         "model",
         "output_tokens",
         "request_type",
+        "span",
         "start_time",
         "status",
         "ttft",
@@ -167,9 +175,15 @@ class Request:
         self.error_type: str | None = None
         self._first: float | None = None
         self._last = 0.0
+        self.span: Any = None
         inst.requests.inc()
         inst.active.inc()
         self.start_time = perf_counter()
+        for observer in lifecycle.observers:
+            try:
+                observer.on_start(self)
+            except Exception:  # an observer must never break the host application
+                lifecycle.observer_failures += 1
 
     # -- while it runs -----------------------------------------------------------------
     def token(self, count: int = 1) -> None:
@@ -271,7 +285,7 @@ class Request:
             lc.collector._child("inference_errors_total", (self.model, self.error_type)).inc()
         for observer in lc.observers:
             try:
-                observer(self)
+                observer.on_end(self)
             except Exception:  # an observer must never break the host application
                 lc.observer_failures += 1
 
@@ -317,8 +331,13 @@ class RequestLifecycle:
             return found
 
     def add_observer(self, observer: RequestObserver) -> None:
-        """Call ``observer(request)`` after each request ends (must not block or raise)."""
+        """Tell ``observer`` when each request starts and ends."""
         self.observers.append(observer)
+
+    def remove_observer(self, observer: RequestObserver) -> None:
+        """Stop telling ``observer``; unknown observers are ignored."""
+        if observer in self.observers:
+            self.observers.remove(observer)
 
 
 def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle:

@@ -73,21 +73,40 @@ def test_request_timings_are_exposed(lifecycle: RequestLifecycle) -> None:
     assert 0 <= req.ttft <= req.duration
 
 
-def test_observers_see_every_end_and_cannot_break_the_caller(
+def test_observers_see_start_and_end_and_cannot_break_the_caller(
     lifecycle: RequestLifecycle,
 ) -> None:
-    seen: list[Request] = []
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, Request, str | None]] = []
 
-    def broken(request: Request) -> None:
-        raise RuntimeError("observer bug")
+        def on_start(self, request: Request) -> None:
+            request.span = "span-state"
+            self.events.append(("start", request, request.status))
 
-    lifecycle.add_observer(broken)
-    lifecycle.add_observer(seen.append)
+        def on_end(self, request: Request) -> None:
+            self.events.append(("end", request, request.status))
+
+    class Broken:
+        def on_start(self, request: Request) -> None:
+            raise RuntimeError("observer bug")
+
+        def on_end(self, request: Request) -> None:
+            raise RuntimeError("observer bug")
+
+    recorder = Recorder()
+    lifecycle.add_observer(Broken())
+    lifecycle.add_observer(recorder)
     with pytest.raises(KeyError), lifecycle.start("m") as req:
         raise KeyError("x")
-    assert seen == [req]
+    assert recorder.events == [("start", req, None), ("end", req, "error")]
+    assert req.span == "span-state"
     assert req.status == "error" and req.error_type == "unknown"
-    assert lifecycle.observer_failures == 1
+    assert lifecycle.observer_failures == 2
+    lifecycle.remove_observer(recorder)
+    with lifecycle.start("m"):
+        pass
+    assert len(recorder.events) == 2
 
 
 def test_get_lifecycle_is_one_per_collector(collector: MetricsCollector) -> None:

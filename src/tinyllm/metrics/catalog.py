@@ -151,6 +151,18 @@ _SPECS = (
                ("model",), buckets=WAIT_BUCKETS, group="other"),
     MetricSpec("memory_operations_total", _C, "Graph memory operations by type.",
                ("operation_type",), group="other"),
+    # -- the observability pipeline itself (issue 3) ----------------------------------
+    MetricSpec("events_total", _C, "Events emitted, by category and severity.",
+               ("category", "severity"), group="pipeline", source="003"),
+    MetricSpec("event_handler_errors_total", _C,
+               "Event handlers that raised (the event still reached the other handlers).",
+               ("handler",), group="pipeline", source="issue 3"),
+    MetricSpec("log_records_dropped_total", _C,
+               "Log records left out by sampling (warnings and above are never sampled).",
+               ("reason",), group="pipeline", source="issue 3"),
+    MetricSpec("telemetry_export_failures_total", _C,
+               "Span or metric export batches that failed (collector down, timeout).",
+               ("exporter", "signal"), group="pipeline", source="issue 3"),
     # -- inference (seed 002) --------------------------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout).", ("model", "status"),

@@ -25,6 +25,7 @@ _GROUP_TITLES = {
     "cache": "Cache",
     "queue": "Queue",
     "other": "Other",
+    "pipeline": "The observability pipeline itself",
     "inference": "Inference (seed 002)",
     "gpu": "GPU (seed 002)",
 }
