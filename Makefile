@@ -35,7 +35,7 @@ typecheck: setup
 
 ## bench: our cost against the raw libraries, side by side, as ratios
 bench: setup
-	$(BIN)/python benchmarks/bench_metrics.py
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## docs: regenerate docs/metrics.md and deploy/prometheus/alerts.yml from the catalog
 docs: setup

@@ -323,3 +323,18 @@ def test_seed_002_make_asgi_app_mount_shows_the_families(
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert b'tinyllm_requests_total{graph="default",model="gpt4",request_type="generate"} 1.0' \
         in body
+
+
+def test_pipeline_health_counters(collector: MetricsCollector) -> None:
+    reg = collector.registry
+    collector.increment_events("model", "error")
+    collector.increment_event_handler_errors("SlackHandler")
+    collector.increment_log_records_dropped("sampled", 3)
+    collector.increment_telemetry_export_failures("otlp", "traces")
+    assert value(reg, "tinyllm_events_total", category="model", severity="error") == 1
+    assert value(reg, "tinyllm_event_handler_errors_total", handler="SlackHandler") == 1
+    assert value(reg, "tinyllm_log_records_dropped_total", reason="sampled") == 3
+    assert value(reg, "tinyllm_telemetry_export_failures_total", exporter="otlp",
+                 signal="traces") == 1
+    with pytest.raises(ValueError, match="count"):
+        collector.increment_log_records_dropped("sampled", -1)

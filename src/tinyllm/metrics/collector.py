@@ -301,6 +301,24 @@ class MetricsCollector:
         """Count one retry attempt of an inference request."""
         self._child("inference_retries_total", (model,)).inc()
 
+    # -- the observability pipeline's own health ------------------------------------
+    def increment_events(self, category: str, severity: str) -> None:
+        """Count one emitted event (``events_total{category,severity}``)."""
+        self._child("events_total", (category, severity)).inc()
+
+    def increment_event_handler_errors(self, handler: str) -> None:
+        """Count one event handler that raised."""
+        self._child("event_handler_errors_total", (handler,)).inc()
+
+    def increment_log_records_dropped(self, reason: str, count: int = 1) -> None:
+        """Count log records left out (``reason``: ``sampled``, ``rate_limited``)."""
+        check_amount("count", count, integral=True)
+        self._child("log_records_dropped_total", (reason,)).inc(count)
+
+    def increment_telemetry_export_failures(self, exporter: str, signal: str = "traces") -> None:
+        """Count one failed export batch (``signal``: traces or metrics)."""
+        self._child("telemetry_export_failures_total", (exporter, signal)).inc()
+
     # -- introspection -----------------------------------------------------------------
     def get_cardinality_stats(self) -> dict[str, Any]:
         """Label combinations per family, and how many updates were folded into ``other``.
