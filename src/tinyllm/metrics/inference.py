@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -147,24 +146,6 @@ def track_inference_request(
     return decorate
 
 
-class _TokenClock:
-    """Per-token timing for the generator wrappers: the first token goes through the
-    request (TTFT), later ones straight to the inter-token histogram child; the count
-    is handed to the request at the end as its usage."""
-
-    __slots__ = ("count", "last", "observe", "request")
-
-    def __init__(self, model: str, graph: str, request_type: str) -> None:
-        self.request = get_lifecycle().start(model, graph, request_type)
-        self.observe = self.request.inter_token_observer
-        self.count = 0
-        self.last = 0.0
-
-    def finish(self, error: BaseException | None = None) -> None:
-        self.request.usage(output_tokens=self.count)
-        self.request.end(error)
-
-
 @overload
 def _wrap_generator(
     fn: Callable[P, AsyncIterator[Y]], model: str, graph: str, request_type: str
@@ -174,54 +155,41 @@ def _wrap_generator(
     fn: Callable[P, Iterator[Y]], model: str, graph: str, request_type: str
 ) -> Callable[P, Iterator[Y]]: ...
 def _wrap_generator(fn: Any, model: str, graph: str, request_type: str) -> Any:
-    # The loops below are the per-token hot path: one perf_counter() and one observe().
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            clock = _TokenClock(model, graph, request_type)
-            observe = clock.observe
+            req = get_lifecycle().start(model, graph, request_type)
+            token = req.token  # bound once: the per-token path is this one call
             try:
                 async for item in fn(*args, **kwargs):
-                    now = perf_counter()
-                    if clock.count:
-                        observe(now - clock.last)
-                    else:
-                        clock.request.first_token()
-                    clock.last = now
-                    clock.count += 1
+                    token()
                     yield item
             except GeneratorExit:  # the consumer stopped early: not a model failure
-                clock.finish()
+                req.end()
                 raise
             except BaseException as exc:
-                clock.finish(exc)
+                req.end(exc)
                 raise
-            clock.finish()
+            req.end()
 
         return run_async
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        clock = _TokenClock(model, graph, request_type)
-        observe = clock.observe
+        req = get_lifecycle().start(model, graph, request_type)
+        token = req.token
         try:
             for item in fn(*args, **kwargs):
-                now = perf_counter()
-                if clock.count:
-                    observe(now - clock.last)
-                else:
-                    clock.request.first_token()
-                clock.last = now
-                clock.count += 1
+                token()
                 yield item
         except GeneratorExit:
-            clock.finish()
+            req.end()
             raise
         except BaseException as exc:
-            clock.finish(exc)
+            req.end(exc)
             raise
-        clock.finish()
+        req.end()
 
     return run
 
