@@ -331,6 +331,8 @@ def test_pipeline_health_counters(collector: MetricsCollector) -> None:
     collector.increment_event_handler_errors("SlackHandler")
     collector.increment_log_records_dropped("sampled", 3)
     collector.increment_telemetry_export_failures("otlp", "traces")
+    collector.increment_store_events_dropped("queue_full", 2)
+    assert value(reg, "tinyllm_store_events_dropped_total", reason="queue_full") == 2
     assert value(reg, "tinyllm_events_total", category="model", severity="error") == 1
     assert value(reg, "tinyllm_event_handler_errors_total", handler="SlackHandler") == 1
     assert value(reg, "tinyllm_log_records_dropped_total", reason="sampled") == 3

@@ -163,6 +163,9 @@ _SPECS = (
     MetricSpec("telemetry_export_failures_total", _C,
                "Span or metric export batches that failed (collector down, timeout).",
                ("exporter", "signal"), group="pipeline", source="issue 3"),
+    MetricSpec("store_events_dropped_total", _C,
+               "Performance events the store could not keep (queue full, database error).",
+               ("reason",), group="pipeline", source="issue 4"),
     # -- inference (seed 002) --------------------------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout).", ("model", "status"),

@@ -319,6 +319,11 @@ class MetricsCollector:
         """Count one failed export batch (``signal``: traces or metrics)."""
         self._child("telemetry_export_failures_total", (exporter, signal)).inc()
 
+    def increment_store_events_dropped(self, reason: str, count: int = 1) -> None:
+        """Count performance events the store lost (``reason``: queue_full, db_error, ...)."""
+        check_amount("count", count, integral=True)
+        self._child("store_events_dropped_total", (reason,)).inc(count)
+
     # -- introspection -----------------------------------------------------------------
     def get_cardinality_stats(self) -> dict[str, Any]:
         """Label combinations per family, and how many updates were folded into ``other``.
