@@ -10,6 +10,12 @@ The per-token path (``Request.token``) does one ``perf_counter()`` and one histo
 observation on a child resolved when the request started: no label lookups, no I/O,
 no lock of ours.
 
+Tracing attaches here too (``tinyllm.telemetry`` registers an observer): the observer
+opens a span in ``on_start`` and keeps it on ``request.span``; when that span is sampled
+it also sets ``request.exemplar`` so the latency, duration and TTFT observations carry
+the trace id as an OpenMetrics exemplar. With tracing off both stay ``None`` and the
+observations are exactly what they were (``observe(value, None)``).
+
 Example:
     >>> from prometheus_client import CollectorRegistry
     >>> from tinyllm.metrics import MetricsCollector
@@ -46,7 +52,8 @@ class RequestObserver(Protocol):
 
     Both methods run on the caller's thread: they must not block and must not raise
     (a raise is caught and counted in ``RequestLifecycle.observer_failures``).
-    ``on_start`` may keep per-request state on ``request.span``.
+    ``on_start`` may keep per-request state on ``request.span`` (tracing does) and set
+    ``request.exemplar``.
     """
 
     def on_start(self, request: Request) -> None: ...
@@ -135,6 +142,7 @@ class Request:
     """One observed request. Use as a context manager, or call ``end()`` once."""
 
     __slots__ = (
+        "_deactivate",
         "_first",
         "_inst",
         "_last",
@@ -144,10 +152,13 @@ class Request:
         "end_time",
         "error",
         "error_type",
+        "exemplar",
+        "finish_reasons",
         "graph",
         "input_tokens",
         "model",
         "output_tokens",
+        "provider",
         "request_type",
         "span",
         "start_time",
@@ -158,12 +169,14 @@ class Request:
 
     def __init__(
         self, lifecycle: RequestLifecycle, inst: _Instruments, model: str, graph: str,
-        request_type: str,
+        request_type: str, provider: str | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._inst = inst
         self._observe_itl = inst.itl.observe
         self.model, self.graph, self.request_type = model, graph, request_type
+        self.provider = provider
+        self.finish_reasons: tuple[str, ...] = ()
         self.input_tokens = 0
         self.output_tokens = 0
         self.usage_output_tokens: int | None = None
@@ -176,6 +189,9 @@ class Request:
         self._first: float | None = None
         self._last = 0.0
         self.span: Any = None
+        # Exemplar labels for the latency/TTFT observations; set by tracing, else None.
+        self.exemplar: dict[str, str] | None = None
+        self._deactivate: Callable[[], None] | None = None
         inst.requests.inc()
         inst.active.inc()
         self.start_time = perf_counter()
@@ -209,7 +225,7 @@ class Request:
         if self._first is None:
             self._first = now
             self.ttft = now - self.start_time
-            self._inst.ttft.observe(self.ttft)
+            self._inst.ttft.observe(self.ttft, self.exemplar)
             gaps, gap = count - 1, 0.0
         else:
             gaps, gap = count, (now - self._last) / count
@@ -223,7 +239,7 @@ class Request:
             now = perf_counter()
             self._first = self._last = now
             self.ttft = now - self.start_time
-            self._inst.ttft.observe(self.ttft)
+            self._inst.ttft.observe(self.ttft, self.exemplar)
 
     @property
     def inter_token_observer(self) -> Callable[[float], None]:
@@ -248,6 +264,32 @@ class Request:
         if output_tokens is not None:
             self.usage_output_tokens = int(output_tokens)
 
+    def set_finish_reasons(self, *reasons: str) -> None:
+        """Why the model stopped (``"stop"``, ``"length"``, ...), one per choice.
+
+        Tracing reports them as ``gen_ai.response.finish_reasons``.
+
+        Example:
+            >>> from prometheus_client import CollectorRegistry
+            >>> from tinyllm.metrics import MetricsCollector
+            >>> lc = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+            >>> with lc.start("m") as req:
+            ...     req.set_finish_reasons("stop")
+            >>> req.finish_reasons
+            ('stop',)
+        """
+        for reason in reasons:
+            if not isinstance(reason, str):
+                raise TypeError(f"reasons must be str, got {type(reason).__name__}")
+        self.finish_reasons = tuple(reasons)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The 32-hex trace id of this request's span, or None (tracing off, or dropped
+        by sampling) — for sinks that correlate without reading the current context."""
+        ex = self.exemplar
+        return None if ex is None else ex.get("trace_id")
+
     # -- the end -----------------------------------------------------------------------
     def end(self, error: BaseException | None = None) -> None:
         """Finish the request (success unless ``error``); later calls do nothing."""
@@ -266,8 +308,9 @@ class Request:
         out = self.usage_output_tokens
         out = self.output_tokens if out is None else out
         self.output_tokens = out
-        inst.latency.observe(duration)
-        inst.duration.observe(duration)
+        ex = self.exemplar
+        inst.latency.observe(duration, ex)
+        inst.duration.observe(duration, ex)
         inst.active.dec()
         inst.status[self.status].inc()
         if self.input_tokens:
@@ -290,6 +333,15 @@ class Request:
                 lc.observer_failures += 1
 
     def __enter__(self) -> Request:
+        # Used as a block, the request's span can safely be the current span for the
+        # block's duration (enter and exit are bracketed in one context), so logs and
+        # child spans inside are correlated. start()/end() alone (generators) never
+        # change the current context: a span attached there would leak into the
+        # consumer's code between yields.
+        if self.span is not None:  # None unless tracing is on: one slot read when off
+            activate = self._lifecycle._activate_span
+            if activate is not None:
+                self._deactivate = activate(self)
         return self
 
     def __exit__(
@@ -298,7 +350,14 @@ class Request:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.end(exc)
+        try:
+            self.end(exc)
+        finally:
+            # After end(): observers' on_end (a log line, an event) still see the span.
+            deactivate = self._deactivate
+            if deactivate is not None:
+                self._deactivate = None
+                deactivate()
 
 
 class RequestLifecycle:
@@ -308,16 +367,26 @@ class RequestLifecycle:
         self.collector = collector
         self.observers: list[RequestObserver] = []
         self.observer_failures = 0
+        # Set by tinyllm.telemetry while tracing is on: makes a request's span current
+        # inside ``with request:`` and returns the undo. None: nothing to do.
+        self._activate_span: Callable[[Request], Callable[[], None]] | None = None
         self._instruments: dict[tuple[str, str, str], _Instruments] = {}
         self._lock = threading.Lock()
 
-    def start(self, model: str, graph: str = "default", request_type: str = "generate") -> Request:
-        """Begin observing one request."""
+    def start(
+        self, model: str, graph: str = "default", request_type: str = "generate",
+        *, provider: str | None = None,
+    ) -> Request:
+        """Begin observing one request.
+
+        ``provider`` names the backend (``"ollama"``, ``"openai"``, ...) for tracing's
+        ``gen_ai.provider.name``; None means tinyllm itself.
+        """
         key = (model, graph, request_type)
         inst = self._instruments.get(key)
         if inst is None:
             inst = self._resolve(key)
-        return Request(self, inst, model, graph, request_type)
+        return Request(self, inst, model, graph, request_type, provider)
 
     def _resolve(self, key: tuple[str, str, str]) -> _Instruments:
         with self._lock:
@@ -332,12 +401,15 @@ class RequestLifecycle:
 
     def add_observer(self, observer: RequestObserver) -> None:
         """Tell ``observer`` when each request starts and ends."""
-        self.observers.append(observer)
+        # Copy on write: a request iterating the old list on another thread is unaffected.
+        with self._lock:
+            self.observers = [*self.observers, observer]
 
     def remove_observer(self, observer: RequestObserver) -> None:
         """Stop telling ``observer``; unknown observers are ignored."""
-        if observer in self.observers:
-            self.observers.remove(observer)
+        with self._lock:
+            if observer in self.observers:
+                self.observers = [o for o in self.observers if o is not observer]
 
 
 def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle:
