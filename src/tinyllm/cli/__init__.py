@@ -8,7 +8,9 @@ line, never a traceback.
 
 from __future__ import annotations
 
-from tinyllm.cli import metrics as _metrics  # noqa: F401  (registers its commands)
+from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
+from tinyllm.cli import health as _health  # noqa: F401
+from tinyllm.cli import metrics as _metrics  # noqa: F401
 from tinyllm.cli._app import app
 
 __all__ = ["app", "main"]
