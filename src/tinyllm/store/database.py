@@ -1,0 +1,474 @@
+"""``MetricsDatabase``: seed 004's performance-event store, on SQLite or PostgreSQL.
+
+Writes never touch the disk on the caller's thread: ``record_event`` validates, then
+appends to a bounded queue that a background writer commits in batches (see
+``tinyllm.store.writer``). Reads (``get_summary``, ``export``) come from roll-ups kept
+in the same transactions as the rows, so they cost the same at a thousand events or a
+million.
+
+Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "metrics.db")
+    >>> with MetricsDatabase(path) as db:
+    ...     db.record_event("diffusion_generate", 1.5, model_id="dream",
+    ...                     metadata={"token_count": 25})
+    ...     db.flush()
+    ...     db.get_summary()["endpoints"]["generate"]["requests"]
+    True
+    1
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from time import time as _now
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from tinyllm.store import schema
+from tinyllm.store.writer import Bins, Sums, Writer, fold, parse_metadata
+
+__all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
+
+log = logging.getLogger("tinyllm.store")
+
+#: Seed 004: "The metrics database is stored in ./metrics.db by default".
+DEFAULT_TARGET = "./metrics.db"
+_PAGE = 2000  # rows per round trip when reading raw rows back (flat memory)
+_LOCK_KEY = 0x746C6C6D  # PostgreSQL advisory lock serialising concurrent schema creation
+_open: weakref.WeakSet[MetricsDatabase] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for db in list(_open):
+        db.close(timeout=10)
+
+
+atexit.register(_close_all)
+
+
+def _to_url(target: str | os.PathLike[str]) -> str:
+    if isinstance(target, os.PathLike):
+        target = os.fspath(target)
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a path or a URL string, got {type(target).__name__}")
+    if not target.strip():
+        raise ValueError("target must be a SQLite path or a postgresql:// URL, got ''")
+    if "://" not in target:
+        if target == ":memory:":
+            raise ValueError("target ':memory:' is not supported (the writer and the readers "
+                             "use separate connections); use a file path in a temp dir")
+        return f"sqlite:///{os.path.abspath(target)}"
+    scheme = target.split("://", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + target.split("://", 1)[1]
+    if scheme in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        return target
+    raise ValueError(f"target must be a SQLite path, sqlite:///path or a postgresql:// URL, "
+                     f"got scheme {scheme!r}")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer; NORMAL: a commit survives a process crash
+    # (SIGKILL), and costs no fsync per batch (power loss may lose the last batches).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _make_upsert(dialect: str) -> Any:
+    # Each dialect's own INSERT .. ON CONFLICT construct (Core, not hand-built SQL).
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    r, b = schema.performance_rollups, schema.performance_latency_bins
+    ins_r = insert(r)
+    sums_stmt = ins_r.on_conflict_do_update(
+        index_elements=[r.c.bucket, r.c.event_type, r.c.endpoint, r.c.model_id],
+        set_={
+            "requests": r.c.requests + ins_r.excluded.requests,
+            "errors": r.c.errors + ins_r.excluded.errors,
+            "duration_sum": r.c.duration_sum + ins_r.excluded.duration_sum,
+            "tokens": r.c.tokens + ins_r.excluded.tokens,
+        },
+    )
+    ins_b = insert(b)
+    bins_stmt = ins_b.on_conflict_do_update(
+        index_elements=[b.c.bucket, b.c.event_type, b.c.model_id, b.c.bin],
+        set_={"count": b.c.count + ins_b.excluded.count},
+    )
+    meta_stmt = insert(schema.store_meta).on_conflict_do_nothing()
+
+    def upsert(conn: Connection, sums: Sums, bins: Bins) -> None:
+        # Sorted: two PostgreSQL writers then lock rows in the same order (no deadlock).
+        if sums:
+            conn.execute(sums_stmt, [
+                {"bucket": k[0], "event_type": k[1], "endpoint": k[2], "model_id": k[3],
+                 "requests": v[0], "errors": int(v[1]), "duration_sum": v[2], "tokens": v[3]}
+                for k, v in sorted(sums.items())
+            ])
+        if bins:
+            conn.execute(bins_stmt, [
+                {"bucket": k[0], "event_type": k[1], "model_id": k[2], "bin": k[3], "count": v}
+                for k, v in sorted(bins.items())
+            ])
+
+    upsert.meta_stmt = meta_stmt  # type: ignore[attr-defined]
+    return upsert
+
+
+def _check_text(name: str, value: Any, *, empty_ok: bool = False) -> None:
+    if type(value) is not str:
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if not value and not empty_ok:
+        raise ValueError(f"{name} must be a non-empty str")
+
+
+def check_range(since: Any, until: Any, model_id: Any) -> None:
+    """The read API's argument check (also the HTTP layer's)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be epoch seconds (a number) or None, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number of epoch seconds, got {value!r}")
+    if since is not None and until is not None and since > until:
+        raise ValueError(f"since must be <= until, got since={since!r} until={until!r}")
+    if model_id is not None:
+        _check_text("model_id", model_id)
+
+
+class MetricsDatabase:
+    """The performance-event store (seed 004's ``MetricsDatabase``).
+
+    Args:
+        target: a SQLite file path (default ``./metrics.db``), ``sqlite:///path``, or a
+            ``postgresql://user@host/db`` URL (driven by psycopg 3).
+        queue_size: events held in memory before ``record_event`` starts dropping
+            (counted as ``reason="queue_full"``).
+        batch_size: most events per transaction.
+        flush_interval: how long an event may wait before the writer wakes, seconds.
+        collector: where drops are counted (default: the process-wide collector).
+
+    Example:
+        >>> import tempfile, os
+        >>> db = MetricsDatabase(os.path.join(tempfile.mkdtemp(), "m.db"))
+        >>> db.record_event("diffusion_infill", 2.0, model_id="dream")
+        >>> db.close()
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] = DEFAULT_TARGET,
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 2000,
+        flush_interval: float = 0.1,
+        collector: Any = None,
+    ) -> None:
+        for name, value, low in (("queue_size", queue_size, 1), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float) or \
+                not 0 < flush_interval <= 60:
+            raise ValueError(f"flush_interval must be seconds in (0, 60], got {flush_interval!r}")
+        url = _to_url(target)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ValueError(f"target is not a valid database URL: {exc}") from None
+        self.url = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": 10})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True)
+        self.engine: Engine = engine
+        self.dialect: str = engine.dialect.name
+        self._collector = collector
+        self._dropped: dict[str, int] = {}
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+        self._upsert = _make_upsert(self.dialect)
+        self._init_schema()
+        insert = schema.performance_events.insert().compile(
+            dialect=engine.dialect,
+            column_keys=["model_id", "user_id", "event_type", "duration", "timestamp",
+                         "metadata"],
+        )
+        positional = bool(insert.positional)
+        if positional and tuple(insert.positiontup or ()) != (
+                "model_id", "user_id", "event_type", "duration", "timestamp", "metadata"):
+            raise RuntimeError(f"unexpected insert parameter order {insert.positiontup}")
+        self._queue: deque[Any] = deque()
+        self._max = queue_size
+        self._wake = threading.Event()
+        self._wake_at = batch_size
+        self._closed = False
+        self._writer = Writer(
+            engine, self._queue, self._wake, batch_size=batch_size,
+            interval=float(flush_interval), on_drop=self._drop, upsert=self._upsert,
+            insert_sql=str(insert), positional=positional,
+        )
+        _open.add(self)
+
+    # -- schema --------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            for table in schema.metadata_obj.sorted_tables:
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+        with self.engine.begin() as conn:
+            # The first opener claims the "rollups" key (a write: concurrent openers wait
+            # on it) and folds any rows already there, e.g. a database the seed created.
+            claimed = conn.execute(self._upsert.meta_stmt, {"key": "rollups", "value": "1"})
+            if claimed.rowcount == 1:
+                self._fold_existing(conn)
+
+    def _fold_existing(self, conn: Connection) -> int:
+        e = schema.performance_events
+        sums: Sums = {}
+        bins: Bins = {}
+        endpoints: dict[str, str] = {}
+        last, seen = -1, 0
+        while True:
+            rows = conn.execute(
+                select(e.c.id, e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
+                       e.c.metadata).where(e.c.id > last).order_by(e.c.id).limit(_PAGE)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                fold(sums, bins, endpoints, row[1], float(row[2]), row[3], float(row[4]),
+                     parse_metadata(row[5]))
+            last = rows[-1][0]
+            seen += len(rows)
+        self._upsert(conn, sums, bins)
+        return seen
+
+    def rebuild_rollups(self) -> int:
+        """Recompute the roll-ups from the raw rows; returns the rows folded.
+
+        Needed only when rows reached ``performance_events`` some other way than
+        ``record_event`` (another program, a restore, a hand edit).
+        """
+        self.flush()
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            conn.execute(delete(schema.performance_rollups))
+            conn.execute(delete(schema.performance_latency_bins))
+            return self._fold_existing(conn)
+
+    # -- writing -------------------------------------------------------------------
+    def record_event(
+        self,
+        event_type: str,
+        duration: float,
+        *,
+        model_id: str,
+        user_id: str = "anonymous",
+        timestamp: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue one performance event; it is durable after the next ``flush()``.
+
+        Never blocks on the database. Raises TypeError/ValueError for bad arguments;
+        a full queue or a closed store drops the event and counts it.
+
+        Example:
+            >>> db.record_event("diffusion_generate_stream", 0.8, model_id="dream",
+            ...                 metadata={"token_count": 12, "success": True})  # doctest: +SKIP
+        """
+        if type(event_type) is not str or not event_type:
+            _check_text("event_type", event_type)
+        if type(model_id) is not str or not model_id:
+            _check_text("model_id", model_id)
+        if type(user_id) is not str:
+            _check_text("user_id", user_id, empty_ok=True)
+        kind = type(duration)
+        if not ((kind is float or kind is int) and 0 <= duration < math.inf):
+            from tinyllm._validation import check_amount
+
+            check_amount("duration", duration)
+        if timestamp is None:
+            timestamp = _now()
+        else:
+            kind = type(timestamp)
+            if not ((kind is float or kind is int) and 0 <= timestamp < math.inf):
+                from tinyllm._validation import check_amount
+
+                check_amount("timestamp", timestamp)
+        if metadata is not None:
+            if type(metadata) is not dict and not isinstance(metadata, dict):
+                raise TypeError(f"metadata must be a dict or None, got "
+                                f"{type(metadata).__name__}")
+            metadata = metadata.copy()  # the caller may reuse its dict; redaction is later
+        q = self._queue
+        if len(q) >= self._max or self._closed:
+            self._drop("closed" if self._closed else "queue_full", 1, None)
+            return
+        q.append((event_type, float(duration), model_id, user_id, float(timestamp), metadata))
+        if len(q) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every event recorded before this call is committed (or dropped and
+        counted); False when ``timeout`` ran out first."""
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, stop the writer and release the connections; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close(timeout)
+        self.engine.dispose()
+        _open.discard(self)
+
+    def __enter__(self) -> MetricsDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Events lost so far, by reason (also in ``<ns>_store_events_dropped_total``)."""
+        return dict(self._dropped)
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet committed."""
+        return len(self._queue)
+
+    def _drop(self, reason: str, count: int, exc: BaseException | None) -> None:
+        with self._lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + count
+            first = reason not in self._logged
+            self._logged.add(reason)
+        try:
+            collector = self._collector
+            if collector is None:
+                from tinyllm.metrics.collector import get_metrics_collector
+
+                collector = get_metrics_collector()
+            if count:
+                collector.increment_store_events_dropped(reason, count)
+        except Exception:  # counting must not be what breaks the host either
+            pass
+        if first:  # once per reason: a dead database would otherwise flood the log
+            log.error("metrics store %s: dropped %d event(s) (%s)%s; further drops of this "
+                      "kind are only counted", self.url, count, reason,
+                      f": {exc}" if exc is not None else "")
+
+    # -- reading -------------------------------------------------------------------
+    def get_summary(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        model_id: str | None = None,
+        *,
+        recent: int = 10,
+    ) -> dict[str, Any]:
+        """Seed 004's summary over ``[since, until)`` (epoch seconds), optionally one model.
+
+        Keys: ``overall`` (total_requests, success_rate in percent, average_latency),
+        ``endpoints`` (requests, errors, error_rate in percent), ``average_latency_by_
+        event_type``, ``tokens_by_event_type``, ``latency_quantiles_by_event_type``
+        (p50/p95/p99), ``recent_events`` (newest first, ``recent`` of them).
+
+        Example:
+            >>> db.get_summary()["overall"]  # doctest: +SKIP
+            {'total_requests': 15, 'success_rate': 80.0, 'average_latency': 1.666}
+        """
+        from tinyllm.store.summary import build_summary
+
+        check_range(since, until, model_id)
+        if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= 1000:
+            raise ValueError(f"recent must be an int from 0 to 1000, got {recent!r}")
+        with self.engine.connect() as conn:
+            return build_summary(conn, since, until, model_id, recent)
+
+    def iter_events(
+        self, since: float | None = None, until: float | None = None,
+        model_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The raw events in ``[since, until)``, oldest id first, read a page at a time.
+
+        Example:
+            >>> [e["event_type"] for e in db.iter_events()]  # doctest: +SKIP
+            ['diffusion_generate']
+        """
+        check_range(since, until, model_id)
+        e = schema.performance_events
+        last = -1
+        while True:
+            query = select(e).where(e.c.id > last).order_by(e.c.id).limit(_PAGE)
+            if since is not None:
+                query = query.where(e.c.timestamp >= since)
+            if until is not None:
+                query = query.where(e.c.timestamp < until)
+            if model_id is not None:
+                query = query.where(e.c.model_id == model_id)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield {"id": row.id, "model_id": row.model_id, "user_id": row.user_id,
+                       "event_type": row.event_type, "duration": row.duration,
+                       "timestamp": row.timestamp, "metadata": parse_metadata(row.metadata)}
+            last = rows[-1].id
+
+    def export(
+        self, format: str = "json", *, prefix: str | None = None, since: float | None = None,
+        until: float | None = None, model_id: str | None = None,
+        timestamp_ns: int | None = None,
+    ) -> str:
+        """The whole export as one string; see ``iter_export`` for large stores.
+
+        Example:
+            >>> print(db.export("prometheus", prefix="diffusion_llm"))  # doctest: +SKIP
+        """
+        return "".join(self.iter_export(format, prefix=prefix, since=since, until=until,
+                                        model_id=model_id, timestamp_ns=timestamp_ns))
+
+    def iter_export(
+        self, format: str = "json", *, prefix: str | None = None, since: float | None = None,
+        until: float | None = None, model_id: str | None = None,
+        timestamp_ns: int | None = None,
+    ) -> Iterator[str]:
+        """The export in ``format`` (``json``, ``prometheus``, ``influxdb``) as chunks.
+
+        ``prefix`` names the Prometheus families and the InfluxDB measurement (default
+        ``tinyllm_store``, clear of the live collector's names; seed 004 uses
+        ``diffusion_llm``). ``timestamp_ns`` stamps InfluxDB points (default: ``until``,
+        else now). Memory stays flat: the JSON export reads events a page at a time.
+        """
+        from tinyllm.store.export import iter_export
+
+        return iter_export(self, format, prefix=prefix, since=since, until=until,
+                           model_id=model_id, timestamp_ns=timestamp_ns)
+
+    def __repr__(self) -> str:
+        return f"MetricsDatabase({self.url!r})"

@@ -1,0 +1,214 @@
+"""Seed 004's summary, read from the roll-ups plus the raw rows at the range's edges.
+
+A range ``[since, until)`` is answered as: the whole roll-up buckets inside it, plus
+the raw rows of the partial buckets at either end (folded with the same rules as the
+writer), so the answer is exact at any boundary. Roll-ups are hourly, so a range's raw
+edges are at most two partial hours of rows; with no range there are no edges at all.
+
+Example:
+    >>> plan_range(90.0, 250.0, 60)
+    ((120, 240), [(90.0, 120), (240, 250.0)])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from tinyllm.store import schema
+from tinyllm.store.writer import Bins, Sums, fold, parse_metadata
+
+__all__ = ["QUANTILES", "Totals", "build_summary", "plan_range", "quantile", "totals"]
+
+#: The quantiles reported per event type.
+QUANTILES = (0.5, 0.95, 0.99)
+
+_Edge = tuple[float, float]
+_EMPTY = (0, 0)
+
+
+def plan_range(
+    since: float | None, until: float | None, granularity: int
+) -> tuple[tuple[int | None, int | None], list[_Edge]]:
+    """``((lo, hi), edges)``: buckets ``lo <= b < hi`` (None: unbounded) and raw edges."""
+    lo = None if since is None else math.ceil(since / granularity) * granularity
+    hi = None if until is None else math.floor(until / granularity) * granularity
+    if lo is not None and hi is not None and lo >= hi:
+        assert since is not None and until is not None
+        return _EMPTY, [(since, until)]
+    edges: list[_Edge] = []
+    if since is not None and lo is not None and since < lo:
+        edges.append((since, lo))
+    if until is not None and hi is not None and hi < until:
+        edges.append((hi, until))
+    return (lo, hi), edges
+
+
+class Totals:
+    """Per (event_type, endpoint) ``[requests, errors, duration_sum, tokens]`` and per
+    event_type latency histograms ``{bin: count}``."""
+
+    __slots__ = ("cells", "hist")
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str], list[Any]] = {}
+        self.hist: dict[str, dict[int, int]] = {}
+
+    def add(self, event_type: str, endpoint: str, n: int, errors: int, dsum: float,
+            tokens: int) -> None:
+        acc = self.cells.get((event_type, endpoint))
+        if acc is None:
+            self.cells[(event_type, endpoint)] = [n, errors, dsum, tokens]
+        else:
+            acc[0] += n
+            acc[1] += errors
+            acc[2] += dsum
+            acc[3] += tokens
+
+    def add_bin(self, event_type: str, b: int, count: int) -> None:
+        h = self.hist.setdefault(event_type, {})
+        h[b] = h.get(b, 0) + count
+
+
+def _where(query: Any, table: Any, bucket: tuple[int | None, int | None],
+           model_id: str | None) -> Any:
+    lo, hi = bucket
+    if lo is not None:
+        query = query.where(table.c.bucket >= lo)
+    if hi is not None:
+        query = query.where(table.c.bucket < hi)
+    if model_id is not None:
+        query = query.where(table.c.model_id == model_id)
+    return query
+
+
+def _raw(query: Any, edge: _Edge, model_id: str | None) -> Any:
+    e = schema.performance_events
+    query = query.where(e.c.timestamp >= edge[0], e.c.timestamp < edge[1])
+    if model_id is not None:
+        query = query.where(e.c.model_id == model_id)
+    return query
+
+
+def totals(conn: Connection, since: float | None, until: float | None,
+           model_id: str | None) -> Totals:
+    """Everything the summary and the exports aggregate, over ``[since, until)``."""
+    out = Totals()
+    r, b, e = schema.performance_rollups, schema.performance_latency_bins, \
+        schema.performance_events
+    bucket, edges = plan_range(since, until, schema.ROLLUP_SECONDS)
+    if bucket != _EMPTY:
+        query = select(r.c.event_type, r.c.endpoint, func.sum(r.c.requests),
+                       func.sum(r.c.errors), func.sum(r.c.duration_sum),
+                       func.sum(r.c.tokens)).group_by(r.c.event_type, r.c.endpoint)
+        for et, ep, n, errs, dsum, tok in conn.execute(_where(query, r, bucket, model_id)):
+            out.add(et, ep, int(n), int(errs), float(dsum), int(tok))
+    for edge in edges:
+        sums: Sums = {}
+        scratch: Bins = {}
+        endpoints: dict[str, str] = {}
+        query = select(e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
+                       e.c.metadata)
+        for et, dur, mid, ts, md in conn.execute(_raw(query, edge, model_id)):
+            fold(sums, scratch, endpoints, et, float(dur), mid, float(ts), parse_metadata(md))
+        for (_bucket, et, ep, _model), (n, errs, dsum, tok) in sums.items():
+            out.add(et, ep, n, int(errs), dsum, tok)
+    bucket, edges = plan_range(since, until, schema.HIST_SECONDS)
+    if bucket != _EMPTY:
+        query = select(b.c.event_type, b.c.bin, func.sum(b.c.count)).group_by(
+            b.c.event_type, b.c.bin)
+        for et, bn, count in conn.execute(_where(query, b, bucket, model_id)):
+            out.add_bin(et, int(bn), int(count))
+    for edge in edges:
+        query = select(e.c.event_type, e.c.duration)
+        for et, dur in conn.execute(_raw(query, edge, model_id)):
+            out.add_bin(et, schema.latency_bin(float(dur)), 1)
+    return out
+
+
+def quantile(hist: dict[int, int], q: float) -> float:
+    """The ``q`` quantile (0 < q <= 1) of a latency histogram, within 4.4 %.
+
+    Example:
+        >>> round(quantile({0: 50, 8: 50}, 0.5), 3)
+        1.044
+    """
+    total = sum(hist.values())
+    if not total:
+        return 0.0
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return schema.bin_value(b)
+    return schema.bin_value(max(hist))
+
+
+def _recent(conn: Connection, since: float | None, until: float | None,
+            model_id: str | None, limit: int) -> list[dict[str, Any]]:
+    if not limit:
+        return []
+    e = schema.performance_events
+    query = select(e).order_by(e.c.timestamp.desc(), e.c.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(e.c.timestamp >= since)
+    if until is not None:
+        query = query.where(e.c.timestamp < until)
+    if model_id is not None:
+        query = query.where(e.c.model_id == model_id)
+    return [
+        {"id": row.id, "model_id": row.model_id, "user_id": row.user_id,
+         "event_type": row.event_type, "duration": row.duration, "timestamp": row.timestamp,
+         "metadata": parse_metadata(row.metadata)}
+        for row in conn.execute(query)
+    ]
+
+
+def summarise(t: Totals) -> dict[str, Any]:
+    """The summary's aggregate keys (everything but ``recent_events``) from ``t``."""
+    total = errors = 0
+    dsum = 0.0
+    endpoints: dict[str, list[int]] = {}
+    by_type: dict[str, list[Any]] = {}
+    for (et, ep, ), (n, errs, d, tok) in sorted(t.cells.items()):
+        total += n
+        errors += errs
+        dsum += d
+        acc = endpoints.setdefault(ep, [0, 0])
+        acc[0] += n
+        acc[1] += errs
+        typ = by_type.setdefault(et, [0, 0.0, 0])
+        typ[0] += n
+        typ[1] += d
+        typ[2] += tok
+    return {
+        "overall": {
+            "total_requests": total,
+            # Seed 004: ((total_requests - error_count) / total_requests) * 100.
+            "success_rate": (total - errors) / total * 100 if total else 0.0,
+            "average_latency": dsum / total if total else 0.0,
+        },
+        "endpoints": {
+            ep: {"requests": n, "errors": errs, "error_rate": errs / n * 100 if n else 0.0}
+            for ep, (n, errs) in sorted(endpoints.items())
+        },
+        "average_latency_by_event_type": {
+            et: d / n if n else 0.0 for et, (n, d, _tok) in sorted(by_type.items())
+        },
+        "tokens_by_event_type": {et: tok for et, (_n, _d, tok) in sorted(by_type.items())},
+        "latency_quantiles_by_event_type": {
+            et: {f"p{round(q * 100)}": quantile(h, q) for q in QUANTILES}
+            for et, h in sorted(t.hist.items()) if h
+        },
+    }
+
+
+def build_summary(conn: Connection, since: float | None, until: float | None,
+                  model_id: str | None, recent: int) -> dict[str, Any]:
+    """The summary dict of ``MetricsDatabase.get_summary``."""
+    out = summarise(totals(conn, since, until, model_id))
+    out["recent_events"] = _recent(conn, since, until, model_id, recent)
+    return out

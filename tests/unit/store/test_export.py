@@ -1,0 +1,150 @@
+"""Exports: seed 004's Prometheus and InfluxDB outputs, the JSON export, streaming."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tinyllm.metrics.catalog import CATALOG
+from tinyllm.store import DEFAULT_PREFIX, FORMATS, MetricsDatabase
+
+from .conftest import seed_example
+
+# Verbatim from seed 004 ("Prometheus Format").
+SEED_PROMETHEUS = """\
+# HELP diffusion_llm_requests_total Total number of requests
+# TYPE diffusion_llm_requests_total counter
+diffusion_llm_requests_total{endpoint="generate"} 10
+diffusion_llm_requests_total{endpoint="infill"} 5
+
+# HELP diffusion_llm_errors_total Total number of errors
+# TYPE diffusion_llm_errors_total counter
+diffusion_llm_errors_total{endpoint="generate"} 2
+diffusion_llm_errors_total{endpoint="infill"} 1
+
+# HELP diffusion_llm_latency_seconds Average latency in seconds
+# TYPE diffusion_llm_latency_seconds gauge
+diffusion_llm_latency_seconds{event_type="diffusion_generate"} 1.5
+diffusion_llm_latency_seconds{event_type="diffusion_infill"} 2.0
+
+# HELP diffusion_llm_tokens_total Total tokens generated
+# TYPE diffusion_llm_tokens_total counter
+diffusion_llm_tokens_total{event_type="diffusion_generate"} 25
+diffusion_llm_tokens_total{event_type="diffusion_infill"} 30
+"""
+
+# Verbatim from seed 004 ("InfluxDB Format").
+SEED_INFLUXDB = """\
+diffusion_llm,type=requests,endpoint=generate count=10 1234567890000000000
+diffusion_llm,type=requests,endpoint=infill count=5 1234567890000000000
+diffusion_llm,type=latency,event_type=diffusion_generate value=1.5 1234567890000000000
+diffusion_llm,type=latency,event_type=diffusion_infill value=2.0 1234567890000000000
+diffusion_llm,type=tokens,event_type=diffusion_generate count=25 1234567890000000000
+diffusion_llm,type=tokens,event_type=diffusion_infill count=30 1234567890000000000
+"""
+
+
+def test_prometheus_starts_with_exactly_the_seeds_output(db: MetricsDatabase) -> None:
+    seed_example(db)
+    out = db.export("prometheus", prefix="diffusion_llm")
+    assert out.startswith(SEED_PROMETHEUS + "\n")
+    families = {f.name: f for f in text_string_to_metric_families(out)}
+    quantiles = families["diffusion_llm_request_duration_seconds"]
+    assert quantiles.type == "summary"
+    by_label = {(s.name, s.labels.get("event_type"), s.labels.get("quantile")): s.value
+                for s in quantiles.samples}
+    assert by_label[("diffusion_llm_request_duration_seconds", "diffusion_generate", "0.5")] \
+        == pytest.approx(1.5, rel=0.045)
+    assert by_label[("diffusion_llm_request_duration_seconds_count", "diffusion_infill",
+                     None)] == 5
+
+
+def test_influxdb_starts_with_exactly_the_seeds_lines(db: MetricsDatabase) -> None:
+    seed_example(db)
+    out = db.export("influxdb", prefix="diffusion_llm", timestamp_ns=1234567890000000000)
+    assert out.startswith(SEED_INFLUXDB)
+    extra = out[len(SEED_INFLUXDB):].splitlines()
+    assert "diffusion_llm,type=errors,endpoint=generate count=2 1234567890000000000" in extra
+    assert any(line.startswith("diffusion_llm,type=latency_quantiles,event_type="
+                               "diffusion_generate p50=") for line in extra)
+
+
+def test_influxdb_timestamp_defaults_to_until_then_now(db: MetricsDatabase) -> None:
+    seed_example(db)
+    out = db.export("influxdb", until=1_800_000_000.0)
+    assert out.splitlines()[0].endswith(" 1800000000000000000")
+    assert out.splitlines()[0].startswith(f"{DEFAULT_PREFIX},type=requests")
+
+
+def test_label_and_tag_values_are_escaped(db: MetricsDatabase) -> None:
+    db.record_event("x_a", 1.0, model_id="m", metadata={"endpoint": 'we "ird", x=1\\'})
+    db.flush()
+    prom = db.export("prometheus")
+    samples = [s for f in text_string_to_metric_families(prom) for s in f.samples
+               if s.name.endswith("requests_total")]
+    assert samples[0].labels["endpoint"] == 'we "ird", x=1\\'
+    influx = db.export("influxdb", timestamp_ns=1)
+    assert 'endpoint=we\\ "ird"\\,\\ x\\=1\\\\ count=1 1' in influx
+
+
+def test_default_prefix_does_not_collide_with_live_families(db: MetricsDatabase) -> None:
+    seed_example(db)
+    ours = {f.name for f in text_string_to_metric_families(db.export("prometheus"))}
+    live = {f"tinyllm_{spec.name}" for spec in CATALOG.values()}
+    live |= {name.removesuffix("_total") for name in live}
+    assert ours and not ours & live
+
+
+def test_json_export_holds_the_summary_and_every_event(db: MetricsDatabase) -> None:
+    seed_example(db)
+    doc = json.loads(db.export("json"))
+    assert doc["summary"]["overall"]["total_requests"] == 15
+    assert len(doc["events"]) == 15
+    assert doc["events"][0]["metadata"]["alg"] == "entropy"
+    assert json.loads(db.export("json", model_id="nobody"))["events"] == []
+
+
+@pytest.mark.parametrize("bad", ["xml", "", "PROMETHEUS", None])
+def test_unknown_format_lists_the_valid_ones(db: MetricsDatabase, bad: object) -> None:
+    with pytest.raises(ValueError, match="json, prometheus, influxdb"):
+        db.export(bad)  # type: ignore[arg-type]
+    assert FORMATS == ("json", "prometheus", "influxdb")
+
+
+@pytest.mark.parametrize("bad", ["9lives", "a-b", "x" * 101, "__x", ""])
+def test_bad_prefix_is_rejected(db: MetricsDatabase, bad: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        db.export("prometheus", prefix=bad)
+
+
+def _peak_while_streaming(db: MetricsDatabase) -> tuple[int, int]:
+    chunks = db.iter_export("json")
+    assert not isinstance(chunks, str)
+    tracemalloc.start()
+    try:
+        size = sum(len(c) for c in chunks)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, size
+
+
+def _fill(db: MetricsDatabase, n: int, start: int) -> None:
+    for i in range(start, start + n):
+        db.record_event("diffusion_generate", 0.5, model_id="m", timestamp=1e9 + i,
+                        metadata={"token_count": 5, "temperature": 0.2, "alg": "entropy"})
+    db.flush()
+
+
+def test_json_export_streams_with_flat_memory(db: MetricsDatabase) -> None:
+    _fill(db, 6_000, 0)
+    small_peak, small_size = _peak_while_streaming(db)
+    _fill(db, 24_000, 6_000)
+    peak, size = _peak_while_streaming(db)
+    assert size > 4 * small_size
+    # Memory does not grow with the store: the document is never held at once.
+    assert peak < 1.5 * small_peak, (small_peak, peak)
+    assert peak < size / 2, (peak, size)

@@ -1,0 +1,46 @@
+"""StoreObserver: one event per request from the lifecycle; the public facade."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from tinyllm.lifecycle import RequestLifecycle
+from tinyllm.metrics import MetricsCollector
+from tinyllm.store import MetricsDatabase, StoreObserver
+
+
+def test_each_request_becomes_one_event(
+    db: MetricsDatabase, store_collector: MetricsCollector
+) -> None:
+    lifecycle = RequestLifecycle(store_collector)
+    lifecycle.add_observer(StoreObserver(db, event_prefix="diffusion_"))
+    with lifecycle.start("dream", request_type="generate") as req:
+        req.usage(input_tokens=3, output_tokens=12)
+    with lifecycle.start("dream", request_type="generate_stream") as req:
+        req.token(4)
+    with pytest.raises(TimeoutError), lifecycle.start("dream", request_type="generate"):
+        raise TimeoutError
+    assert lifecycle.observer_failures == 0
+    db.flush()
+    s = db.get_summary()
+    assert s["endpoints"] == {
+        "generate": {"requests": 2, "errors": 1, "error_rate": 50.0},
+        "generate/stream": {"requests": 1, "errors": 0, "error_rate": 0.0},
+    }
+    assert s["tokens_by_event_type"] == {"diffusion_generate": 12,
+                                         "diffusion_generate_stream": 4}
+    newest = s["recent_events"][0]
+    assert newest["model_id"] == "dream"
+    assert newest["metadata"]["success"] is False
+    assert newest["metadata"]["error_type"] == "timeout"
+
+
+def test_store_facade_all_is_sorted_and_complete() -> None:
+    mod = importlib.import_module("tinyllm.store")
+    assert mod.__all__ == sorted(mod.__all__, key=lambda n: (0 if n.isupper() else 1
+                                                            if n[0].isupper() else 2, n))
+    public = {n for n in vars(mod) if not n.startswith("_")
+              and not isinstance(getattr(mod, n), type(importlib))}
+    assert public == set(mod.__all__)
