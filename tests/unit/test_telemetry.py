@@ -891,3 +891,22 @@ def test_the_seeds_correlation_example_works_as_written() -> None:
         trace_id = span.get_span_context().trace_id
         assert format(trace_id, "032x") == get_current_trace_id()
     assert telemetry.is_telemetry_enabled()
+
+
+def test_inference_context_makes_its_request_span_current(
+    default_collector: MetricsCollector,
+) -> None:
+    from tinyllm.lifecycle import get_lifecycle
+    from tinyllm.metrics import InferenceContext
+    from tinyllm.telemetry import get_current_trace_id
+
+    exporter = InMemorySpanExporter()
+    configure_telemetry(TelemetryConfig(enable_tracing=True, exporter="none"),
+                        span_processors=[SimpleSpanProcessor(exporter)],
+                        lifecycle=get_lifecycle(default_collector))
+    with InferenceContext(model="gpt4") as ctx:
+        inside = get_current_trace_id()
+        ctx.set_token_count(1)
+    assert get_current_trace_id() is None
+    (span,) = exporter.get_finished_spans()
+    assert inside == format(span.context.trace_id, "032x")

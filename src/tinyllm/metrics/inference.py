@@ -85,7 +85,9 @@ class InferenceContext:
         self.request.usage(input_tokens=count)
 
     def __enter__(self) -> InferenceContext:
+        # Entered as a block, so with tracing on the request's span is current inside it.
         self._request = get_lifecycle().start(self.model, self.graph, self.request_type)
+        self._request.__enter__()
         self._observe_itl = self._request.inter_token_observer
         self._count = 0
         return self
@@ -98,7 +100,7 @@ class InferenceContext:
     ) -> None:
         req = self.request
         req.usage(output_tokens=self._count)
-        req.end(exc)
+        req.__exit__(exc_type, exc, tb)
 
     async def __aenter__(self) -> InferenceContext:
         return self.__enter__()
