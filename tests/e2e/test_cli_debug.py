@@ -173,7 +173,7 @@ def test_test_trace_json_and_the_span_is_flushed_at_exit() -> None:
 def test_test_trace_fails_when_logs_lose_the_trace_id() -> None:
     # A log pipeline that drops the trace ids: the command must notice and exit 1.
     code = ("import contextlib, tinyllm.logging as logging_\n"
-            "logging_.capture_logs = lambda: contextlib.nullcontext([{'event': 'x'}])")
+            "logging_.capture_logs = lambda **kw: contextlib.nullcontext([{'event': 'x'}])")
     result = run_python(code, "debug", "test-trace")
     assert result.returncode == 1, result.stderr
     assert "Log line carried trace_id: NO" in result.stdout
@@ -285,3 +285,16 @@ def test_help_lists_the_commands_and_global_options() -> None:
     debug = run("debug", "--help")
     for command in ("inspect", "test-trace", "emit-event"):
         assert command in debug.stdout
+
+
+def test_test_trace_works_whatever_the_log_level() -> None:
+    result = run("--log-level", "error", "debug", "test-trace")
+    assert result.returncode == 0, result.stderr
+    assert "Log line carried trace_id: yes" in result.stdout
+
+
+def test_bad_log_level_in_the_environment_is_reported_once() -> None:
+    result = run("health", env={"TINYLLM_LOG_LEVEL": "loud"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TINYLLM_LOG_LEVEL" in lines[0] and "debug" in lines[0]

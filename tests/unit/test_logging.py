@@ -731,3 +731,20 @@ def test_facade_all_is_sorted_and_complete() -> None:
     classes = [n for n in tlog.__all__ if not n.isupper() and n[0].isupper()]
     rest = [n for n in tlog.__all__ if n[0].islower()]
     assert tlog.__all__ == sorted(consts) + sorted(classes) + sorted(rest)
+
+
+def test_capture_logs_level_captures_below_the_configured_level() -> None:
+    from tinyllm.logging import capture_logs, configure_logging, get_logger
+
+    configure_logging(log_level="error", log_format="json")
+    log = get_logger("probe")
+    with capture_logs() as plain:
+        log.info("filtered")
+    with capture_logs(level="debug") as everything:
+        log.info("kept")
+    with capture_logs() as after:
+        log.info("filtered again")
+    assert plain == [] and after == []
+    assert [e["event"] for e in everything] == ["kept"]
+    with pytest.raises(ValueError, match="level"), capture_logs(level="loud"):
+        pass

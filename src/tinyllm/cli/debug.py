@@ -212,7 +212,7 @@ def test_trace(
     try:
         with trace_span("tinyllm.debug.test_trace") as span:
             ctx = span.get_span_context()
-            with capture_logs() as logs:
+            with capture_logs(level="debug") as logs:
                 get_logger("tinyllm.debug").info("test_trace_log", check="trace correlation")
             event = emit_event(
                 "debug.test_trace", EventCategory.SYSTEM, EventSeverity.INFO,

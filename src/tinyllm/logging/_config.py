@@ -132,7 +132,8 @@ def _check_choice(value: Any, valid: tuple[str, ...], source: str) -> str:
 
 
 def _resolve(
-    value: Any, env: str, default: str, valid: tuple[str, ...], arg: str, strict: bool
+    value: Any, env: str, default: str, valid: tuple[str, ...], arg: str, strict: bool,
+    report: bool = True,
 ) -> str:
     if value is not None:
         return _check_choice(value, valid, arg)
@@ -144,7 +145,8 @@ def _resolve(
     except ValueError as exc:
         if strict:
             raise
-        report_once(f"env:{env}", f"{exc}; using {default!r}")
+        if report:
+            report_once(f"env:{env}", f"{exc}; using {default!r}")
         return default
 
 
@@ -308,12 +310,14 @@ def get_logging_state() -> dict[str, Any]:
 
 
 @contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
+def capture_logs(level: str | None = None) -> Iterator[list[dict[str, Any]]]:
     """Collect the final event dicts (redacted, with trace ids) instead of writing them.
 
     Like ``structlog.testing.capture_logs`` but through tinyllm's chain, level and
     sampling included; stdlib records are captured too once :func:`configure_logging`
-    has run. Process-wide: meant for tests and ``tinyllm debug test-trace``.
+    has run. Process-wide: meant for tests and ``tinyllm debug test-trace``. With
+    ``level`` (e.g. ``"debug"``), records down to that level are captured whatever the
+    configured level is; nothing reaches the sink while capturing anyway.
 
     Example:
         >>> with capture_logs() as logs:
@@ -321,20 +325,25 @@ def capture_logs() -> Iterator[list[dict[str, Any]]]:
         >>> logs[0]["event"], logs[0]["api_key"], logs[0]["level"]
         ('hello', '[REDACTED]', 'info')
     """
+    override = None if level is None else _check_choice(level, LOG_LEVELS, "level")
     entries: list[dict[str, Any]] = []
     capture = Capture(entries)
     with _lock:
         _State.captures.append(capture)
         _rebuild()
+        if override is not None:
+            _install_level(_LEVEL_NUMBERS[override])
     try:
         yield entries
     finally:
         with _lock:
             _State.captures.remove(capture)
             _rebuild()
+            if override is not None:
+                _install_level(_LEVEL_NUMBERS[_State.level.lower()])
 
 
-def reset_logging() -> None:
+def reset_logging(*, report: bool = True) -> None:
     """Back to the unconfigured defaults (tests): sampling off, root handler removed.
 
     Example:
@@ -344,9 +353,13 @@ def reset_logging() -> None:
     """
     with _lock:
         _State.sampler = None
-        level = _resolve(None, ENV_LOG_LEVEL, "info", LOG_LEVELS, "log_level", strict=False)
-        fmt = _resolve(None, ENV_LOG_FORMAT, "console", LOG_FORMATS, "log_format", strict=False)
+        level = _resolve(None, ENV_LOG_LEVEL, "info", LOG_LEVELS, "log_level", strict=False,
+                         report=report)
+        fmt = _resolve(None, ENV_LOG_FORMAT, "console", LOG_FORMATS, "log_format",
+                       strict=False, report=report)
         _apply(level, fmt, Sink(), configured=False)
 
 
-reset_logging()
+# At import a bad TINYLLM_LOG_* value falls back quietly: configure_logging() rejects it
+# with a clear error (the CLI always calls it), so it is reported once, where it matters.
+reset_logging(report=False)
