@@ -102,3 +102,18 @@ def test_bad_port_values(bad: object) -> None:
 def test_binds_loopback_by_default(registry: CollectorRegistry) -> None:
     with start_metrics_server(port=0, registry=registry) as s:
         assert s.host == "127.0.0.1"
+
+
+def test_health_reports_the_health_checks(registry: CollectorRegistry) -> None:
+    from tinyllm.health import register_health_check, unregister_health_check
+
+    with start_metrics_server(port=0, registry=registry) as s:
+        body = httpx.get(f"{s.url}/health").json()
+        assert body["status"] == "healthy" and "metrics" in body["checks"]
+        register_health_check("broken", lambda timeout: ("unhealthy", "disk gone"))
+        try:
+            r = httpx.get(f"{s.url}/health")
+        finally:
+            unregister_health_check("broken")
+        assert r.status_code == 503
+        assert r.json()["checks"]["broken"] == {"status": "unhealthy", "detail": "disk gone"}

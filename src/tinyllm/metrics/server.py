@@ -79,7 +79,13 @@ def _metrics_route(registry: CollectorRegistry) -> Route:
 
 
 def _health_route(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
-    return Response.json({"status": "healthy", "version": __version__})
+    # The same checks as `tinyllm health`; degraded still answers 200 so that a probe
+    # restarts a process only when it is really unhealthy.
+    from tinyllm.health import UNHEALTHY, run_health_checks
+
+    report = run_health_checks(timeout=2.0)
+    report["version"] = __version__
+    return Response.json(report, 503 if report["status"] == UNHEALTHY else 200)
 
 
 class _Handler(BaseHTTPRequestHandler):
