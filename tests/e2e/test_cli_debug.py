@@ -298,3 +298,11 @@ def test_bad_log_level_in_the_environment_is_reported_once() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "TINYLLM_LOG_LEVEL" in lines[0] and "debug" in lines[0]
+
+
+def test_global_options_also_work_after_the_command() -> None:
+    # Seed 003 writes them after the command: `tinyllm run "..." --log-format json`.
+    result = run("debug", "emit-event", "t.e", "hello", "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    line = next(json.loads(x) for x in result.stderr.splitlines() if x.startswith("{"))
+    assert line["event_type"] == "t.e" and line["app"] == "tinyllm"

@@ -8,14 +8,57 @@ line, never a traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
 from tinyllm.cli import health as _health  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401
 from tinyllm.cli._app import app
 
-__all__ = ["app", "main"]
+__all__ = ["GLOBAL_OPTIONS", "app", "hoist_global_options", "main"]
+
+
+#: Global options and whether each takes a value. They belong to the root command, but
+#: the seeds write them after the command too (``tinyllm run "q" --tracing``).
+GLOBAL_OPTIONS = {
+    "--log-level": True,
+    "--log-format": True,
+    "--otlp-endpoint": True,
+    "--tracing": False,
+    "--no-tracing": False,
+}
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """Move global options found after the command name to the front, where typer
+    expects them; everything after a ``--`` is left alone.
+
+    Example:
+        >>> hoist_global_options(["health", "--json", "--log-format", "json"])
+        ['--log-format', 'json', 'health', '--json']
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        takes_value = GLOBAL_OPTIONS.get(name)
+        if takes_value is None or (takes_value and "=" not in arg and i + 1 == len(args)):
+            rest.append(arg)  # not ours, or missing its value: typer says so in place
+        elif takes_value and "=" not in arg and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        else:
+            front.append(arg)
+        i += 1
+    return front + rest
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="tinyllm")
