@@ -89,7 +89,28 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _make_upsert(dialect: str) -> Any:
+def _driver_statement(
+    stmt: Any, sa_dialect: Any, keys: tuple[str, ...]
+) -> Any:
+    """``send(conn, rows)``: ``stmt`` compiled once, executed with the driver's
+    executemany; ``rows`` are tuples in ``keys`` order."""
+    compiled = stmt.compile(dialect=sa_dialect, column_keys=list(keys))
+    sql = str(compiled)
+    if compiled.positional:
+        order = [keys.index(name) for name in compiled.positiontup or ()]
+        if order == list(range(len(keys))):
+            def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+                conn.exec_driver_sql(sql, rows)
+        else:
+            def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+                conn.exec_driver_sql(sql, [tuple(r[i] for i in order) for r in rows])
+    else:
+        def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+            conn.exec_driver_sql(sql, [dict(zip(keys, r, strict=True)) for r in rows])
+    return send
+
+
+def _make_upsert(dialect: str, sa_dialect: Any) -> Any:
     # Each dialect's own INSERT .. ON CONFLICT construct (Core, not hand-built SQL).
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -112,19 +133,24 @@ def _make_upsert(dialect: str) -> Any:
     )
     meta_stmt = insert(schema.store_meta).on_conflict_do_nothing()
 
+    # Compiled once for this dialect and sent through the driver's executemany: the
+    # roll-ups are ~1,000 rows per batch, and SQLAlchemy's per-row parameter handling
+    # cost more than the inserts themselves.
+    sums_keys = ("bucket", "event_type", "endpoint", "model_id", "requests", "errors",
+                 "duration_sum", "tokens")
+    bins_keys = ("bucket", "event_type", "model_id", "bin", "count")
+    sums_send = _driver_statement(sums_stmt, sa_dialect, sums_keys)
+    bins_send = _driver_statement(bins_stmt, sa_dialect, bins_keys)
+
     def upsert(conn: Connection, sums: Sums, bins: Bins) -> None:
         # Sorted: two PostgreSQL writers then lock rows in the same order (no deadlock).
         if sums:
-            conn.execute(sums_stmt, [
-                {"bucket": k[0], "event_type": k[1], "endpoint": k[2], "model_id": k[3],
-                 "requests": v[0], "errors": int(v[1]), "duration_sum": v[2], "tokens": v[3]}
+            sums_send(conn, [
+                (k[0], k[1], k[2], k[3], v[0], int(v[1]), v[2], v[3])
                 for k, v in sorted(sums.items())
             ])
         if bins:
-            conn.execute(bins_stmt, [
-                {"bucket": k[0], "event_type": k[1], "model_id": k[2], "bin": k[3], "count": v}
-                for k, v in sorted(bins.items())
-            ])
+            bins_send(conn, [(k[0], k[1], k[2], k[3], v) for k, v in sorted(bins.items())])
 
     upsert.meta_stmt = meta_stmt  # type: ignore[attr-defined]
     return upsert
@@ -205,7 +231,7 @@ class MetricsDatabase:
         self._dropped: dict[str, int] = {}
         self._logged: set[str] = set()
         self._lock = threading.Lock()
-        self._upsert = _make_upsert(self.dialect)
+        self._upsert = _make_upsert(self.dialect, engine.dialect)
         self._init_schema()
         insert = schema.performance_events.insert().compile(
             dialect=engine.dialect,
@@ -469,6 +495,61 @@ class MetricsDatabase:
 
         return iter_export(self, format, prefix=prefix, since=since, until=until,
                            model_id=model_id, timestamp_ns=timestamp_ns)
+
+    @property
+    def writer_alive(self) -> bool:
+        """Whether the background writer thread is running (False after ``close()``)."""
+        return self._writer.alive
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Delete the events older than ``older_than_seconds`` before now; returns how many.
+
+        Roll-up hours lying wholly before the cutoff go too; the hour the cutoff falls
+        in is rebuilt from the rows that remain, so the summary and the exports agree
+        with the raw rows afterwards. Events still queued are flushed first.
+
+        Example:
+            >>> db.prune(30 * 86400)  # doctest: +SKIP
+            1250
+        """
+        value = older_than_seconds
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0 <= value < math.inf:
+            raise ValueError(f"older_than_seconds must be a finite number >= 0, got {value!r}")
+        self.flush()
+        cutoff = _now() - float(value)
+        e, r, b = (schema.performance_events, schema.performance_rollups,
+                   schema.performance_latency_bins)
+        rg, hg = schema.ROLLUP_SECONDS, schema.HIST_SECONDS
+        # The buckets holding the cutoff: deleted below with the older ones, then refolded
+        # from the rows at or after the cutoff that fall in them.
+        end = max((cutoff // rg) * rg + rg, (cutoff // hg) * hg + hg)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            removed = conn.execute(delete(e).where(e.c.timestamp < cutoff)).rowcount
+            conn.execute(delete(r).where(r.c.bucket < cutoff))
+            conn.execute(delete(b).where(b.c.bucket < cutoff))
+            sums: Sums = {}
+            bins: Bins = {}
+            endpoints: dict[str, str] = {}
+            last = -1
+            while True:
+                rows = conn.execute(
+                    select(e.c.id, e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
+                           e.c.metadata)
+                    .where(e.c.id > last, e.c.timestamp >= cutoff, e.c.timestamp < end)
+                    .order_by(e.c.id).limit(_PAGE)
+                ).all()
+                if not rows:
+                    break
+                for row in rows:
+                    fold(sums, bins, endpoints, row[1], float(row[2]), row[3], float(row[4]),
+                         parse_metadata(row[5]))
+                last = rows[-1][0]
+            self._upsert(conn, {k: v for k, v in sums.items() if k[0] < cutoff},
+                         {k: v for k, v in bins.items() if k[0] < cutoff})
+        return int(removed or 0)
 
     def __repr__(self) -> str:
         return f"MetricsDatabase({self.url!r})"
