@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from time import perf_counter
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
+from tinyllm.settings import ENV_METRICS_DB
 
 if TYPE_CHECKING:
     from tinyllm.metrics.collector import MetricsCollector
@@ -421,5 +423,13 @@ def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle
     c = collector
     found: RequestLifecycle | None = c.__dict__.get("_lifecycle")
     if found is None:
-        found = c.__dict__.setdefault("_lifecycle", RequestLifecycle(c))
+        made = RequestLifecycle(c)
+        found = c.__dict__.setdefault("_lifecycle", made)
+        if found is made and os.environ.get(ENV_METRICS_DB):
+            # Once per collector: $TINYLLM_METRICS_DB turns the store on with no call.
+            import tinyllm.metrics.collector as _collector_module
+            from tinyllm.store.config import _configure_from_env
+
+            if c is _collector_module._default:
+                _configure_from_env()
     return found

@@ -22,6 +22,7 @@ __all__ = [
     "ENV_LOG_FILE",
     "ENV_LOG_FORMAT",
     "ENV_LOG_LEVEL",
+    "ENV_METRICS_DB",
     "ENV_METRICS_NAMESPACE",
     "ENV_METRICS_URL",
     "ENV_OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -47,6 +48,8 @@ ENV_LOG_FILE = "TINYLLM_LOG_FILE"
 # Opt-in to recording prompt/completion text (OpenTelemetry GenAI's capture-content switch).
 ENV_CAPTURE_CONTENT = "TINYLLM_CAPTURE_CONTENT"
 ENV_METRICS_URL = "TINYLLM_METRICS_URL"
+# The metrics store (tinyllm.store.configure_store): a SQLite path or a postgresql:// URL.
+ENV_METRICS_DB = "TINYLLM_METRICS_DB"
 # prometheus_client's own variable; we only read it to serve the aggregated view.
 ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # OpenTelemetry's standard variables, honoured by tinyllm.telemetry (argument > env >

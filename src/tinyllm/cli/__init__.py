@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
 from tinyllm.cli import health as _health  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401
+from tinyllm.cli import store as _store  # noqa: F401
 from tinyllm.cli._app import app
 
 __all__ = ["GLOBAL_OPTIONS", "app", "hoist_global_options", "main"]

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -19,10 +19,14 @@ from tinyllm.errors import MetricsServerError
 from tinyllm.settings import (
     DEFAULT_METRICS_ADDR,
     DEFAULT_METRICS_PORT,
+    ENV_METRICS_DB,
     ENV_METRICS_URL,
     metrics_namespace,
     multiprocess_dir,
 )
+
+if TYPE_CHECKING:
+    from tinyllm.metrics.server import Route
 
 
 @app.command("metrics")
@@ -33,18 +37,36 @@ def serve_metrics(
     host: str = typer.Option(
         DEFAULT_METRICS_ADDR, "--host", help="Address to bind (0.0.0.0 exposes it to the network)."
     ),
+    db_target: str = typer.Option(
+        None, "--db", metavar="PATH_OR_URL",
+        help=f"Also serve this metrics store (SQLite file or postgresql:// URL; default "
+        f"${ENV_METRICS_DB}, else none) under --api-prefix.",
+    ),
+    api_prefix: str = typer.Option(
+        "/api", "--api-prefix", metavar="PATH",
+        help="Where the store's routes live: PATH/metrics and PATH/metrics/export "
+        "(e.g. /api/diffusion).",
+    ),
+    export_prefix: str = typer.Option(
+        None, "--export-prefix", metavar="NAME",
+        help="Default family prefix of PATH/metrics/export (default tinyllm_store; seed 004 "
+        "uses diffusion_llm).",
+    ),
 ) -> None:
     """Serve /metrics and /health in the foreground until SIGINT or SIGTERM.
 
     With PROMETHEUS_MULTIPROC_DIR set, serves the aggregate of every worker process.
-    Samples NVIDIA GPUs when nvidia-ml-py and a GPU are present.
+    Samples NVIDIA GPUs when nvidia-ml-py and a GPU are present. With --db (or
+    $TINYLLM_METRICS_DB) also serves the store's summary and exports.
     """
     from tinyllm.metrics import GPUSampler, get_metrics_collector, start_metrics_server
 
+    routes = _store_routes(db_target, api_prefix, export_prefix)
     get_metrics_collector()  # register the families, so /metrics shows the catalog
     try:
-        server = start_metrics_server(port=port, addr=host)
+        server = start_metrics_server(port=port, addr=host, routes=routes)
     except MetricsServerError as exc:
+        _close_store()
         fail(str(exc))
     stop = threading.Event()
 
@@ -58,6 +80,9 @@ def serve_metrics(
         err_console.print(f"serving metrics on {server.url}/metrics (Ctrl-C to stop)")
         if multiprocess_dir():
             err_console.print(f"aggregating worker processes from {multiprocess_dir()}")
+        if routes:
+            err_console.print("serving the metrics store on "
+                              + ", ".join(f"{server.url}{path}" for path in routes))
         status = sampler.status
         if status is not None:
             err_console.print(("GPU: " if gpu else "no GPU figures: ") + status.reason)
@@ -66,9 +91,45 @@ def serve_metrics(
     finally:
         sampler.stop()
         server.stop()
+        _close_store()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     err_console.print("metrics server stopped")
+
+
+def _store_routes(
+    db_target: str | None, api_prefix: str, export_prefix: str | None
+) -> dict[str, Route]:
+    """The store's routes for ``tinyllm metrics``; exit 2 on a bad option, 1 when the
+    database cannot be opened."""
+    from tinyllm.store.export import check_prefix
+    from tinyllm.store.routes import check_api_prefix, store_routes
+
+    try:
+        check_api_prefix(api_prefix)
+    except ValueError as exc:
+        fail(str(exc).replace("api_prefix must", "--api-prefix must", 1), 2)
+    try:
+        check_prefix(export_prefix)
+    except ValueError as exc:
+        fail(str(exc).replace("prefix must", "--export-prefix must", 1), 2)
+    if db_target is None and not os.environ.get(ENV_METRICS_DB, "").strip():
+        if export_prefix is not None:
+            fail(f"--export-prefix needs a store: pass --db PATH_OR_URL or set "
+                 f"{ENV_METRICS_DB}", 2)
+        return {}
+    from tinyllm.cli.store import open_store
+    from tinyllm.store import configure_store
+
+    # Wired like an application's store: the routes, and the "store" check on /health.
+    store = open_store(db_target, must_exist=False, opener=configure_store)
+    return store_routes(store, api_prefix, export_prefix)
+
+
+def _close_store() -> None:
+    from tinyllm.store import close_store
+
+    close_store()
 
 
 def _fmt(value: Any, unit: str = "") -> str:

@@ -11,6 +11,7 @@ Example:
     1
 """
 
+from tinyllm.store.config import close_store, configure_store, get_store
 from tinyllm.store.database import DEFAULT_TARGET, MetricsDatabase
 from tinyllm.store.export import CONTENT_TYPES, DEFAULT_PREFIX, FORMATS
 from tinyllm.store.observer import StoreObserver
@@ -25,7 +26,10 @@ __all__ = [
     "FORMATS",
     "MetricsDatabase",
     "StoreObserver",
+    "close_store",
+    "configure_store",
     "derive_endpoint",
     "estimate_tokens",
+    "get_store",
     "store_routes",
 ]

@@ -28,7 +28,7 @@ from tinyllm.store.export import CONTENT_TYPES, FORMATS, check_prefix
 if TYPE_CHECKING:
     from tinyllm.store.database import MetricsDatabase
 
-__all__ = ["DEFAULT_API_PREFIX", "store_routes"]
+__all__ = ["DEFAULT_API_PREFIX", "check_api_prefix", "store_routes"]
 
 log = logging.getLogger("tinyllm.store")
 
@@ -97,16 +97,35 @@ def _guard(name: str, work: Any) -> Response:
         return Response.json({"error": "metrics store unavailable"}, 503)
 
 
-def store_routes(db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX) -> dict[str, Route]:
-    """``{path: route}`` for ``start_metrics_server(routes=...)``.
+def check_api_prefix(api_prefix: Any) -> str:
+    """``api_prefix`` if it is a URL path like ``/api/diffusion``, else ValueError.
 
     Example:
-        >>> sorted(store_routes(db))  # doctest: +SKIP
-        ['/api/metrics', '/api/metrics/export']
+        >>> check_api_prefix("/api/diffusion")
+        '/api/diffusion'
     """
     if not isinstance(api_prefix, str) or not _API_PREFIX_RE.match(api_prefix):
-        raise ValueError("api_prefix must be a path like /api or /api/diffusion (no trailing "
-                         f"slash); got {api_prefix!r}")
+        raise ValueError("api_prefix must be a path like /api or /api/diffusion (starting "
+                         "with /, letters, digits, . _ ~ - only, no trailing slash); got "
+                         f"{api_prefix!r}")
+    return api_prefix
+
+
+def store_routes(
+    db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX,
+    export_prefix: str | None = None,
+) -> dict[str, Route]:
+    """``{path: route}`` for ``start_metrics_server(routes=...)``.
+
+    ``export_prefix`` is the export's family prefix / measurement when a request gives
+    no ``prefix`` parameter (default ``tinyllm_store``; seed 004 uses ``diffusion_llm``).
+
+    Example:
+        >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP
+        ['/api/diffusion/metrics', '/api/diffusion/metrics/export']
+    """
+    check_api_prefix(api_prefix)
+    default_prefix = check_prefix(export_prefix)
 
     def summary(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
         def work() -> Response:
@@ -122,7 +141,7 @@ def store_routes(db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX) -> d
             if fmt not in FORMATS:
                 raise _BadRequest(f"format must be one of {', '.join(FORMATS)}; got "
                                   f"{fmt[:40]!r}")
-            prefix = check_prefix(params.get("prefix") or None)
+            prefix = check_prefix(params.get("prefix") or default_prefix)
             since, until, model_id = _range(params)
             body = db.export(fmt, prefix=prefix, since=since, until=until, model_id=model_id)
             return Response(200, body.encode(), CONTENT_TYPES[fmt])
