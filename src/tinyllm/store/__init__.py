@@ -11,6 +11,7 @@ Example:
     1
 """
 
+from tinyllm.store.asgi import store_asgi_app
 from tinyllm.store.config import close_store, configure_store, get_store
 from tinyllm.store.database import DEFAULT_TARGET, MetricsDatabase
 from tinyllm.store.export import CONTENT_TYPES, DEFAULT_PREFIX, FORMATS
@@ -31,5 +32,6 @@ __all__ = [
     "derive_endpoint",
     "estimate_tokens",
     "get_store",
+    "store_asgi_app",
     "store_routes",
 ]

@@ -1,0 +1,56 @@
+"""The store's endpoints mounted in a Starlette app (real Starlette, real HTTP semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from tinyllm.store import MetricsDatabase, store_asgi_app
+
+
+def seeded(make_db: Callable[..., MetricsDatabase]) -> MetricsDatabase:
+    db = make_db()
+    for i in range(10):
+        db.record_event("diffusion_generate", 1.5, model_id="dream",
+                        metadata={"token_count": 2, "success": i >= 2})
+    db.record_event("diffusion_infill", 2.0, model_id="dream", metadata={"token_count": 6})
+    assert db.flush()
+    return db
+
+
+def test_one_line_mount_serves_seed_004_endpoints(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    db = seeded(make_db)
+
+    async def home(request: object) -> PlainTextResponse:
+        return PlainTextResponse("the host app")
+
+    app = Starlette(routes=[Route("/", home)])
+    app.mount("/api/diffusion", store_asgi_app(db, "/api/diffusion", "diffusion_llm"))
+    with TestClient(app) as client:
+        assert client.get("/").text == "the host app"
+        summary = client.get("/api/diffusion/metrics").json()
+        assert summary["overall"]["total_requests"] == 11
+        assert summary["endpoints"]["generate"]["errors"] == 2
+        prom = client.get("/api/diffusion/metrics/export", params={"format": "prometheus"})
+        assert prom.headers["content-type"].startswith("text/plain")
+        assert 'diffusion_llm_requests_total{endpoint="generate"} 10' in prom.text
+        influx = client.get("/api/diffusion/metrics/export?format=influxdb")
+        assert influx.text.startswith("diffusion_llm,type=requests,endpoint=generate count=10 ")
+        bad = client.get("/api/diffusion/metrics/export?format=bogus")
+        assert bad.status_code == 400 and "json, prometheus, influxdb" in bad.json()["error"]
+        assert client.get("/api/diffusion/nope").status_code == 404
+        assert client.post("/api/diffusion/metrics").status_code == 405
+
+
+def test_standalone_asgi_app_with_the_default_prefix(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    with TestClient(store_asgi_app(seeded(make_db))) as client:
+        assert client.get("/api/metrics").json()["overall"]["total_requests"] == 11
+        assert client.get("/api/metrics?since=yesterday").status_code == 400
