@@ -177,37 +177,19 @@ class Writer:
         bins: Bins = {}
         rows: list[Any] = []
         append = rows.append
-        bin_of = schema.latency_bin
-        rg, hg = schema.ROLLUP_SECONDS, schema.HIST_SECONDS
         for event_type, duration, model_id, user_id, ts, md in batch:
             text: str | None = None
             if md is not None:
                 if redact is not None:
                     md = redact(md)
                 text = encode(md)
-                endpoint, error, tokens = classify(md if isinstance(md, Mapping) else None)
-            else:
-                endpoint, error, tokens = None, False, 0
-            if endpoint is None:
-                endpoint = endpoints.get(event_type)
-                if endpoint is None:
-                    endpoint = endpoints[event_type] = derive_endpoint(event_type)
             if positional:
                 append((model_id, user_id, event_type, duration, ts, text))
             else:
                 append({"model_id": model_id, "user_id": user_id, "event_type": event_type,
                         "duration": duration, "timestamp": ts, "metadata": text})
-            key = (int(ts // rg) * rg, event_type, endpoint, model_id)
-            acc = sums.get(key)
-            if acc is None:
-                sums[key] = [1, int(error), duration, tokens]
-            else:
-                acc[0] += 1
-                acc[1] += error
-                acc[2] += duration
-                acc[3] += tokens
-            hkey = (int(ts // hg) * hg, event_type, model_id, bin_of(duration))
-            bins[hkey] = bins.get(hkey, 0) + 1
+            # The one roll-up rule, shared with rebuild and the summary's exact edges.
+            fold(sums, bins, endpoints, event_type, duration, model_id, ts, md)
         return rows, sums, bins
 
     def _write(self, batch: list[Event]) -> None:
@@ -239,8 +221,8 @@ def fold(
     sums: Sums, bins: Bins, endpoints: dict[str, str], event_type: str, duration: float,
     model_id: str, ts: float, metadata: Any,
 ) -> None:
-    """Add one stored row to ``sums``/``bins`` (the roll-up rebuild and the summary's
-    exact edges; the writer inlines the same steps for speed)."""
+    """Add one row to ``sums``/``bins``: the one roll-up rule, used by the writer, the
+    roll-up rebuild and the summary's exact edges."""
     endpoint, error, tokens = classify(metadata if isinstance(metadata, Mapping) else None)
     if endpoint is None:
         endpoint = endpoints.get(event_type)
