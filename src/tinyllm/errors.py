@@ -5,6 +5,7 @@
     TinyLLMError
     ├── MetricsServerError       the metrics server could not start (e.g. port in use)
     └── ModelError               a model backend failed (error_type says how)
+        └── CircuitOpenError     the backend's circuit breaker is open: failed fast
 
 ``classify_error`` turns any exception (ours, the standard library's, an HTTP
 library's, a CUDA runtime's) into one of a small, closed set of ``error_type`` label
@@ -24,6 +25,7 @@ import asyncio
 
 __all__ = [
     "ERROR_TYPES",
+    "CircuitOpenError",
     "MetricsServerError",
     "ModelError",
     "TinyLLMError",
@@ -39,6 +41,7 @@ ERROR_TYPES = (
     "rate_limited",
     "server_error",
     "bad_request",
+    "circuit_open",
     "cancelled",
     "unknown",
 )
@@ -53,16 +56,36 @@ class MetricsServerError(TinyLLMError, OSError):
 
 
 class ModelError(TinyLLMError):
-    """A model backend failed. ``error_type`` is one of ``ERROR_TYPES``."""
+    """A model backend failed. ``error_type`` is one of ``ERROR_TYPES``.
+
+    ``status_code`` is the backend's HTTP status where there was one, and
+    ``retry_after`` the seconds it asked us to wait (a 429's or 503's ``Retry-After``).
+
+    Example:
+        >>> err = ModelError("busy", error_type="rate_limited", status_code=429, retry_after=2.0)
+        >>> classify_error(err), err.retry_after
+        ('rate_limited', 2.0)
+    """
 
     error_type = "unknown"
 
-    def __init__(self, message: str, *, error_type: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, error_type: str | None = None,
+        status_code: int | None = None, retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         if error_type is not None:
             if error_type not in ERROR_TYPES:
                 raise ValueError(f"error_type={error_type!r}; valid: {', '.join(ERROR_TYPES)}")
             self.error_type = error_type
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(ModelError):
+    """Raised without calling the backend while its circuit breaker is open."""
+
+    error_type = "circuit_open"
 
 
 def _status_code(exc: BaseException) -> int | None:
