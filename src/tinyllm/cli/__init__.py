@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from tinyllm.cli import cache as _cache  # noqa: F401
 from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
 from tinyllm.cli import health as _health  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401

@@ -131,6 +131,10 @@ _SPECS = (
     MetricSpec("cache_hits_total", _C, "Response cache hits.", ("cache_type",), group="cache"),
     MetricSpec("cache_misses_total", _C, "Response cache misses.", ("cache_type",),
                group="cache"),
+    MetricSpec("cache_errors_total", _C,
+               "Response cache operations that failed (backend unreachable, bad entry); "
+               "the request went on uncached.", ("cache_type", "operation"), group="cache",
+               source="issue 5"),
     # -- queue -------------------------------------------------------------------------
     MetricSpec("queue_size", _G, "Requests waiting in the queue.", ("priority",),
                multiprocess_mode="livesum", group="queue"),

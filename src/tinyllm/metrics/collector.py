@@ -254,6 +254,11 @@ class MetricsCollector:
         """Count one response-cache miss."""
         self._child("cache_misses_total", (cache_type,)).inc()
 
+    def increment_cache_errors(self, cache_type: str = "redis", operation: str = "get") -> None:
+        """Count one cache operation that failed on its backend (``operation``: get, set,
+        stats, clear); the request it served went on without the cache."""
+        self._child("cache_errors_total", (cache_type, operation)).inc()
+
     # -- rate limiting and queue --------------------------------------------------------
     def record_rate_limit_wait(self, wait_time: float, model: str = "unknown") -> None:
         """Observe seconds spent waiting on the rate limiter."""
