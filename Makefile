@@ -19,9 +19,11 @@ setup: $(STAMP)
 services:
 	scripts/ensure-services.sh
 
-## run: set up, start the metrics server and a simulated workload (Ctrl-C to stop)
+## run: set up, answer a query with the embedded model, keep serving its metrics (Ctrl-C to stop)
+QUERY ?= What is 2+2?
+RUN_DB ?= tinyllm-run.db
 run: setup
-	$(BIN)/python examples/metrics_example.py --port $(PORT)
+	$(BIN)/tinyllm run "$(QUERY)" --metrics-port $(PORT) --db $(RUN_DB)
 
 ## test: set up (Python packages, Debian packages, services), lint, type-check, every test
 test: setup services lint typecheck

@@ -61,6 +61,7 @@ __all__ = [
     "EventSeverity",
     "LogEventHandler",
     "MetricEventHandler",
+    "RequestErrorObserver",
     "emit_error_event",
     "emit_event",
     "get_event_emitter",
@@ -615,6 +616,7 @@ def emit_error_event(
     error: BaseException,
     category: EventCategory | str = EventCategory.SYSTEM,
     data: Mapping[str, Any] | None = None,
+    trace_id: str | None = None,
 ) -> Event:
     """Emit an ``ERROR`` event describing ``error``.
 
@@ -643,4 +645,57 @@ def emit_error_event(
     details["traceback"] = (
         "".join(traceback.format_exception(error)) if error.__traceback__ is not None else ""
     )
-    return emit_event("error", category, EventSeverity.ERROR, message, details)
+    return emit_event("error", category, EventSeverity.ERROR, message, details,
+                      trace_id=trace_id)
+
+
+class RequestErrorObserver:
+    """A lifecycle observer that emits an ``llm.request.failed`` event (category
+    ``model``, severity error) for each failed LLM request: model, graph, provider,
+    request type and the classified ``error_kind`` beside the exception's class name,
+    correlated with the request's trace.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from tinyllm.lifecycle import RequestLifecycle
+        >>> from tinyllm.metrics import MetricsCollector
+        >>> lc = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+        >>> lc.add_observer(RequestErrorObserver())
+        >>> buffer = BufferedEventHandler()
+        >>> get_event_emitter().add_handler(buffer)
+        >>> try:
+        ...     with lc.start("m"):
+        ...         raise TimeoutError("no answer")
+        ... except TimeoutError:
+        ...     pass
+        >>> buffer.get_events()[-1].data["error_kind"]
+        'timeout'
+        >>> get_event_emitter().remove_handler(buffer)
+    """
+
+    __slots__ = ()
+
+    def on_start(self, request: Any) -> None:
+        """Nothing to do: only failures become events."""
+
+    def on_end(self, request: Any) -> None:
+        """Emit the event when the request failed."""
+        error = request.error
+        if error is None:
+            return
+        try:
+            text = str(error)
+        except Exception:  # a broken __str__ must not turn reporting into a second failure
+            text = f"<unprintable {type(error).__name__}>"
+        # No traceback: a classified backend failure is an outcome, not a bug in the
+        # caller, and its stack would bury the message (the span keeps the stack).
+        emit_event(
+            "llm.request.failed", EventCategory.MODEL, EventSeverity.ERROR,
+            f"LLM request to {request.model} failed ({request.error_type})",
+            {"model": request.model, "graph": request.graph,
+             "provider": request.provider or "tinyllm", "request_type": request.request_type,
+             "error_kind": request.error_type, "error_type": type(error).__name__,
+             "error_message": text,
+             "duration_ms": round((request.duration or 0.0) * 1000, 3)},
+            trace_id=request.trace_id,
+        )

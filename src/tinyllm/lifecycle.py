@@ -425,7 +425,15 @@ def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle
     if found is None:
         made = RequestLifecycle(c)
         found = c.__dict__.setdefault("_lifecycle", made)
-        if found is made and os.environ.get(ENV_METRICS_DB):
+        if found is not made:
+            return found
+        # Every request gets a log line and, when it fails, an error event.
+        from tinyllm.events import RequestErrorObserver
+        from tinyllm.logging import RequestLogObserver
+
+        made.add_observer(RequestLogObserver())
+        made.add_observer(RequestErrorObserver())
+        if os.environ.get(ENV_METRICS_DB):
             # Once per collector: $TINYLLM_METRICS_DB turns the store on with no call.
             import tinyllm.metrics.collector as _collector_module
             from tinyllm.store.config import _configure_from_env

@@ -25,6 +25,7 @@ __all__ = [
     "ENV_METRICS_DB",
     "ENV_METRICS_NAMESPACE",
     "ENV_METRICS_URL",
+    "ENV_MODEL_DIR",
     "ENV_OTEL_EXPORTER_OTLP_ENDPOINT",
     "ENV_OTEL_EXPORTER_OTLP_HEADERS",
     "ENV_OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -50,6 +51,8 @@ ENV_CAPTURE_CONTENT = "TINYLLM_CAPTURE_CONTENT"
 ENV_METRICS_URL = "TINYLLM_METRICS_URL"
 # The metrics store (tinyllm.store.configure_store): a SQLite path or a postgresql:// URL.
 ENV_METRICS_DB = "TINYLLM_METRICS_DB"
+# Where the embedded model's GGUF is assembled (default ~/.cache/tinyllm/models).
+ENV_MODEL_DIR = "TINYLLM_MODEL_DIR"
 # prometheus_client's own variable; we only read it to serve the aggregated view.
 ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # OpenTelemetry's standard variables, honoured by tinyllm.telemetry (argument > env >

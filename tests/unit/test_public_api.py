@@ -17,7 +17,8 @@ def _isort_key(name: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     "module",
     ["tinyllm", "tinyllm.metrics", "tinyllm.telemetry", "tinyllm.events", "tinyllm.logging",
-     "tinyllm.redaction", "tinyllm.health", "tinyllm.store"],
+     "tinyllm.redaction", "tinyllm.health", "tinyllm.store", "tinyllm.models",
+     "tinyllm.resilience", "tinyllm.cache", "tinyllm.graph", "tinyllm.queue"],
 )
 def test_all_is_sorted_and_complete(module: str) -> None:
     mod = importlib.import_module(module)
@@ -37,3 +38,5 @@ def test_import_works_without_optional_extras() -> None:
     import tinyllm  # noqa: F401
 
     assert "pynvml" not in sys.modules
+    # The embedded model and Redis load where they are used, not at import.
+    assert "llama_cpp" not in sys.modules and "redis" not in sys.modules

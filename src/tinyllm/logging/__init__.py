@@ -26,11 +26,13 @@ from tinyllm.logging._config import (
     reset_logging,
 )
 from tinyllm.logging._context import bind_context, clear_context, unbind_context
+from tinyllm.logging._lifecycle import RequestLogObserver
 from tinyllm.logging._request import RequestLogger, get_request_logger
 
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "RequestLogObserver",
     "RequestLogger",
     "bind_context",
     "capture_logs",

@@ -1,0 +1,66 @@
+"""``RequestLogObserver``: one log line per finished LLM request, from the lifecycle."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tinyllm.logging._config import get_logger
+
+if TYPE_CHECKING:
+    from tinyllm.lifecycle import Request
+
+__all__ = ["RequestLogObserver"]
+
+
+class RequestLogObserver:
+    """Logs ``llm_request`` (INFO) or ``llm_request_failed`` (WARNING) when a request ends.
+
+    The line carries model, graph, provider, request type, status, duration and TTFT in
+    milliseconds, token counts, the classified ``error_type`` and the request's trace id
+    (also outside the ``with`` block, where the span is not current). It never carries
+    prompt or completion text. Below the configured level the call is nearly free.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from tinyllm.lifecycle import RequestLifecycle
+        >>> from tinyllm.logging import capture_logs
+        >>> from tinyllm.metrics import MetricsCollector
+        >>> lc = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+        >>> lc.add_observer(RequestLogObserver())
+        >>> with capture_logs() as logs, lc.start("m", provider="local") as req:
+        ...     req.token(3)
+        >>> logs[0]["event"], logs[0]["output_tokens"]
+        ('llm_request', 3)
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger_name: str = "tinyllm.requests") -> None:
+        self._logger = get_logger(logger_name)
+
+    def on_start(self, request: Request) -> None:
+        """Nothing until the request ends: one line per request."""
+
+    def on_end(self, request: Request) -> None:
+        """Write the request's line."""
+        fields: dict[str, Any] = {
+            "model": request.model,
+            "graph": request.graph,
+            "provider": request.provider or "tinyllm",
+            "request_type": request.request_type,
+            "status": request.status,
+            "duration_ms": round((request.duration or 0.0) * 1000, 3),
+            "input_tokens": request.input_tokens,
+            "output_tokens": request.output_tokens,
+        }
+        if request.ttft is not None:
+            fields["ttft_ms"] = round(request.ttft * 1000, 3)
+        trace_id = request.trace_id
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
+        if request.error is None:
+            self._logger.info("llm_request", **fields)
+        else:
+            fields["error_type"] = request.error_type
+            fields["error"] = f"{type(request.error).__name__}: {request.error}"
+            self._logger.warning("llm_request_failed", **fields)

@@ -1,0 +1,123 @@
+"""The OpenAI client against a real OpenAI-compatible server: llama-cpp-python's own
+(``python -m llama_cpp.server``) serving the embedded model's GGUF on a free port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from tests.conftest import free_port
+
+from tinyllm.errors import ModelError
+from tinyllm.metrics import MetricsCollector
+from tinyllm.models import OpenAIClient, default_model_path
+from tinyllm.resilience import RetryPolicy
+
+PROMPT = "Question: What is 2+2?\nAnswer:"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    # The server logs a lot while loading: to a file, since an unread pipe fills and
+    # blocks it.
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    sink = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path(
+            progress=False)), "--model_alias", "gemma3-270m", "--chat_format", "gemma",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
+        stdout=sink, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start within 90 s: "
+                                   f"{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        sink.close()
+
+
+@pytest.fixture
+def fresh() -> tuple[CollectorRegistry, MetricsCollector]:
+    registry = CollectorRegistry()
+    return registry, MetricsCollector(registry=registry)
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_generate_takes_usage_from_the_server(
+        server: str, fresh: tuple[CollectorRegistry, MetricsCollector], api: str) -> None:
+    registry, collector = fresh
+    client = OpenAIClient(server, "gemma3-270m", api=api, collector=collector,  # type: ignore[arg-type]
+                          breaker=False)
+    done = client.generate(PROMPT, max_tokens=6, temperature=0)
+    assert done.provider == "openai" and done.text
+    assert done.input_tokens and 1 <= (done.output_tokens or 0) <= 6
+    assert done.finish_reason in ("stop", "length")
+    m = {"model": "gemma3-270m", "graph": "default"}
+    assert _value(registry, "tinyllm_tokens_output_total", **m) == done.output_tokens
+    assert _value(registry, "tinyllm_tokens_input_total", **m) == done.input_tokens
+    assert _value(registry, "tinyllm_inference_ttft_seconds_count", model="gemma3-270m") == 0
+
+
+@pytest.mark.integration
+def test_stream_counts_one_token_per_chunk(
+        server: str, fresh: tuple[CollectorRegistry, MetricsCollector]) -> None:
+    registry, collector = fresh
+    client = OpenAIClient(server, "gemma3-270m", api="completions", collector=collector,
+                          breaker=False)
+    stream = client.stream(PROMPT, max_tokens=5, temperature=0)
+    pieces = list(stream)
+    done = stream.completion
+    assert done is not None and "".join(pieces) == done.text
+    # llama.cpp's server ignores include_usage: tokens are the counted chunks.
+    assert done.output_tokens == len([p for p in pieces if p])
+    assert _value(registry, "tinyllm_inference_ttft_seconds_count", model="gemma3-270m") == 1
+    client.close()
+
+
+@pytest.mark.integration
+def test_server_errors_are_classified_and_accounted(
+        server: str, fresh: tuple[CollectorRegistry, MetricsCollector]) -> None:
+    registry, collector = fresh
+    client = OpenAIClient(server, "gemma3-270m", collector=collector, breaker=False,
+                          retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(ModelError) as caught:
+        client.generate(messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                        top_k="lots")  # the server validates its own fields: 422
+    # llama.cpp's server answers a body it cannot validate with HTTP 500 (not 422), so
+    # it is classified as the server's error; its own message is carried to the caller.
+    assert caught.value.error_type == "server_error"
+    assert caught.value.status_code == 500
+    assert server in str(caught.value) and "top_k" in str(caught.value)
+    ok = _value(registry, "tinyllm_inference_requests_total", model="gemma3-270m",
+                status="success")
+    bad = _value(registry, "tinyllm_inference_requests_total", model="gemma3-270m",
+                 status="error")
+    assert (ok, bad) == (0, 1)
