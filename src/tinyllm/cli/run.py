@@ -63,6 +63,7 @@ class _RunTotals:
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     query: str = typer.Argument(..., help="The question or task."),
     graph_file: str = typer.Option(
         None, "--graph", metavar="FILE", help="A graph YAML file (default: the built-in "
@@ -94,8 +95,15 @@ def run(
     no_stream: bool = typer.Option(
         False, "--no-stream", help="Print the answer when it is complete instead of streaming."),
 ) -> None:
-    """Answer QUERY through a graph of model calls, observed by metrics, logs and traces."""
+    """Answer QUERY through a graph of model calls, observed by metrics, logs and traces.
+
+    On a console, logs below WARNING are left out unless --log-level (or
+    $TINYLLM_LOG_LEVEL) asks for them, so the answer reads cleanly; with --log-format
+    json every INFO line (one per request, per node, per graph) is there.
+    """
     from tinyllm.models import PROVIDERS
+
+    _quiet_console_logs(ctx)
 
     if not query.strip():
         fail("the query is empty; pass the question to answer, e.g. tinyllm run \"What is "
@@ -183,6 +191,18 @@ def _answer(
         fail("interrupted", 130)
     output: str = result.output
     return output, bool(result.streamed)
+
+
+def _quiet_console_logs(ctx: typer.Context) -> None:
+    import os
+
+    from tinyllm.logging import configure_logging, get_logging_state
+    from tinyllm.settings import ENV_LOG_LEVEL
+
+    chosen = ctx.find_root().params.get("log_level")
+    if chosen is None and not os.environ.get(ENV_LOG_LEVEL) and \
+            get_logging_state()["format"] == "console":
+        configure_logging(log_level="WARNING", log_format="console")
 
 
 def _load_graph(graph_file: str | None) -> Any:
