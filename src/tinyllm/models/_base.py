@@ -28,7 +28,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from itertools import chain
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from tinyllm.errors import classify_error
 from tinyllm.lifecycle import RequestLifecycle, get_lifecycle
@@ -215,7 +215,7 @@ class ModelClient(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing
         """Release connections (HTTP clients) or the model (embedded); idempotent."""
 
-    def __enter__(self) -> ModelClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -317,6 +317,7 @@ class ModelClient(ABC):
         input_tokens: int | None = None
         output_tokens: int | None = None
         opened = answered = False
+        rest: Iterator[Delta] = iter(())
         try:
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire(timeout=deadline.remaining())
@@ -345,6 +346,13 @@ class ModelClient(ABC):
                 self._tell_breaker(exc)
             observed.end(exc)
             raise
+        finally:
+            # Release the connection now, not when the garbage collector gets to it: a
+            # stream closed early raises GeneratorExit here, and observed.error keeps
+            # it, its traceback and so this frame (and ``rest``) alive in a cycle.
+            close = getattr(rest, "close", None)
+            if close is not None:
+                close()
         if self.breaker is not None:
             self.breaker.record_success()
         observed.usage(input_tokens, output_tokens)

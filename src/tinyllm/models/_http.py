@@ -105,12 +105,36 @@ class HTTPBackend:
         self, path: str, payload: Mapping[str, Any], deadline: Deadline, *, streamed: bool
     ) -> Iterator[str]:
         """POST ``payload`` and yield the response body's non-empty lines (NDJSON, SSE),
-        the total deadline checked after every line."""
+        split on ``"\\n"`` only, the total deadline checked per network chunk."""
         with self._post(path, payload, deadline, streamed) as (response, url):
-            for line in response.iter_lines():
-                if line.strip():
-                    yield line
-                deadline.check(f"the whole request to {url} (timeouts.total)")
+            yield from _lines(response.iter_bytes(), deadline,
+                              f"the whole request to {url} (timeouts.total)")
+
+
+def _lines(chunks: Iterator[bytes], deadline: Deadline, what: str) -> Iterator[str]:
+    """The non-empty lines of a body that arrives in ``chunks``, split on ``"\\n"`` only.
+
+    Not httpx's ``iter_lines``: that splits like ``str.splitlines``, also on U+2028,
+    U+2029 and U+0085, which JSON carries raw inside strings, so a token holding one
+    would tear its line in two. The deadline is checked per network chunk as well as per
+    line, so one endless line trickled byte by byte cannot outlast ``timeouts.total``.
+    """
+    pending = bytearray()
+    for chunk in chunks:
+        deadline.check(what)
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *complete, rest = pending.split(b"\n")
+        pending = rest
+        for raw in complete:
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            if line.strip():
+                yield line
+            deadline.check(what)
+    line = pending.rstrip(b"\r").decode("utf-8", "replace")
+    if line.strip():
+        yield line
 
 
 def transport_error(exc: httpx.HTTPError, url: str, streamed: bool = False) -> ModelError:

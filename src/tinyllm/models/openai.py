@@ -53,6 +53,7 @@ class OpenAIClient(ModelClient):
         super().__init__(model, **client_options)
         if api not in _APIS:
             raise ValueError(f"api={api!r}; valid: {', '.join(_APIS)}")
+        self._api_key = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._http = HTTPBackend(base_url, self.timeouts, headers=headers, transport=transport)
         self.base_url = self._http.base_url
@@ -91,6 +92,23 @@ class OpenAIClient(ModelClient):
     def _deltas(
         self, request: GenerationRequest, streamed: bool, deadline: Deadline
     ) -> Iterator[Delta]:
+        try:
+            yield from self._read(request, streamed, deadline)
+        except ModelError as exc:
+            key = self._api_key
+            if key is None or key not in str(exc):
+                raise
+            # A server may quote the key it refused ("Incorrect API key provided: ...");
+            # the message goes on to logs, events and spans, so the key leaves it here.
+            # The original is dropped (from None): it holds the key too.
+            raise ModelError(
+                str(exc).replace(key, "[REDACTED]"), error_type=exc.error_type,
+                status_code=exc.status_code, retry_after=exc.retry_after,
+            ) from None
+
+    def _read(
+        self, request: GenerationRequest, streamed: bool, deadline: Deadline
+    ) -> Iterator[Delta]:
         path, payload = self._payload(request, streamed)
         url = self.base_url + path
         chat = path == "/chat/completions"
@@ -98,13 +116,19 @@ class OpenAIClient(ModelClient):
             yield _answer(self._http.post_json(path, payload, deadline), chat, url,
                           streamed=False)
             return
+        finished = False
         for line in self._http.post_lines(path, payload, deadline, streamed=True):
             if not line.startswith("data:"):
                 continue  # SSE comments, "event:" and "id:" lines carry nothing for us
             data = line[5:].strip()
             if data == "[DONE]":
                 return
-            yield _answer(parse_json_line(data, url), chat, url, streamed=True)
+            delta = _answer(parse_json_line(data, url), chat, url, streamed=True)
+            finished = finished or delta.finish_reason is not None
+            yield delta
+        if not finished:  # the body ended before the answer did: cut short, not done
+            raise ModelError(f"{url} ended the stream before 'data: [DONE]'",
+                             error_type="server_error")
 
 
 def _answer(body: dict[str, Any], chat: bool, url: str, *, streamed: bool) -> Delta:
