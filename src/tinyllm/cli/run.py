@@ -244,6 +244,9 @@ def _start_server(port: int | None, host: str, with_store: bool) -> MetricsServe
     except MetricsServerError as exc:
         fail(str(exc))
     err_console.print(f"metrics on {server.url}/metrics")
+    if routes:
+        err_console.print(f"the store's summary on {server.url}/api/metrics, exports on "
+                          f"{server.url}/api/metrics/export?format=json|prometheus|influxdb")
     return server
 
 
