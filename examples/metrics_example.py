@@ -118,10 +118,13 @@ def embed(graph: str, prompt: str, throttled: bool) -> None:
         metrics.increment_node_error_count(node="retrieve", error_type="rate_limited", graph=graph)
         metrics.record_rate_limit_wait(wait_time=0.02, model=EMBEDDER)
         return
-    if random.random() < 0.5:
+    if random.random() < 0.05:  # the shared cache (Redis) did not answer: no cache this time
+        metrics.increment_cache_errors(cache_type="redis", operation="get")
+    elif random.random() < 0.5:
         metrics.increment_cache_hit(cache_type="embedding")
         return
-    metrics.increment_cache_miss(cache_type="embedding")
+    else:
+        metrics.increment_cache_miss(cache_type="embedding")
     with metrics.track_request_latency(model=EMBEDDER, graph=graph):
         time.sleep(0.003)
     metrics.record_tokens(input_tokens=len(prompt.split()), model=EMBEDDER, graph=graph)
