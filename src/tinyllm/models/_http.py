@@ -27,9 +27,10 @@ from typing import Any
 import httpx
 
 from tinyllm.errors import ModelError
+from tinyllm.models._base import ModelClient
 from tinyllm.resilience import Deadline, Timeouts
 
-__all__ = ["HTTPBackend"]
+__all__ = ["HTTPBackend", "HTTPModelClient"]
 
 _MAX_ERROR_BODY = 300
 
@@ -135,6 +136,25 @@ def _lines(chunks: Iterator[bytes], deadline: Deadline, what: str) -> Iterator[s
     line = pending.rstrip(b"\r").decode("utf-8", "replace")
     if line.strip():
         yield line
+
+
+class HTTPModelClient(ModelClient):
+    """A ``ModelClient`` whose backend is a server: one ``HTTPBackend`` per client."""
+
+    def __init__(
+        self, base_url: str, model: str, *, headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None, **client_options: Any,
+    ) -> None:
+        super().__init__(model, **client_options)
+        self._http = HTTPBackend(base_url, self.timeouts, headers=headers, transport=transport)
+        self.base_url = self._http.base_url
+
+    @property
+    def backend(self) -> str:
+        return self.base_url
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def transport_error(exc: httpx.HTTPError, url: str, streamed: bool = False) -> ModelError:

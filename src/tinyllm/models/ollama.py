@@ -20,8 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from tinyllm.errors import ModelError
-from tinyllm.models._base import ModelClient
-from tinyllm.models._http import HTTPBackend, count_field, parse_json_line
+from tinyllm.models._http import HTTPModelClient, count_field, parse_json_line
 from tinyllm.models._types import Delta, GenerationRequest
 from tinyllm.resilience import Deadline
 
@@ -33,7 +32,7 @@ DEFAULT_OLLAMA_URL = "http://localhost:11434"
 _REAL_LOAD_SECONDS = 0.1
 
 
-class OllamaClient(ModelClient):
+class OllamaClient(HTTPModelClient):
     """A client for an Ollama server. Options as for every ``ModelClient``; ``options``
     passes Ollama's own model options (``num_ctx``, ``repeat_penalty``, ...) through."""
 
@@ -49,18 +48,9 @@ class OllamaClient(ModelClient):
         transport: Any = None,
         **client_options: Any,
     ) -> None:
-        super().__init__(model, **client_options)
-        self._http = HTTPBackend(base_url, self.timeouts, transport=transport)
-        self.base_url = self._http.base_url
+        super().__init__(base_url, model, transport=transport, **client_options)
         self._options = dict(options or {})
         self._keep_alive = keep_alive
-
-    @property
-    def backend(self) -> str:
-        return self.base_url
-
-    def close(self) -> None:
-        self._http.close()
 
     def _payload(self, request: GenerationRequest, streamed: bool) -> tuple[str, dict[str, Any]]:
         options = dict(self._options)

@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 from tinyllm.errors import ModelError
-from tinyllm.models._base import ModelClient
-from tinyllm.models._http import HTTPBackend, count_field, parse_json_line
+from tinyllm.models._http import HTTPModelClient, count_field, parse_json_line
 from tinyllm.models._types import Delta, GenerationRequest
 from tinyllm.resilience import Deadline
 
@@ -31,7 +30,7 @@ __all__ = ["OpenAIClient"]
 _APIS = ("chat", "completions")
 
 
-class OpenAIClient(ModelClient):
+class OpenAIClient(HTTPModelClient):
     """A client for an OpenAI-compatible server.
 
     ``api="chat"`` (default) sends a plain prompt as one user message; ``"completions"``
@@ -50,21 +49,13 @@ class OpenAIClient(ModelClient):
         transport: Any = None,
         **client_options: Any,
     ) -> None:
-        super().__init__(model, **client_options)
         if api not in _APIS:
             raise ValueError(f"api={api!r}; valid: {', '.join(_APIS)}")
-        self._api_key = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self._http = HTTPBackend(base_url, self.timeouts, headers=headers, transport=transport)
-        self.base_url = self._http.base_url
+        super().__init__(base_url, model, headers=headers, transport=transport,
+                         **client_options)
+        self._api_key = api_key or None
         self.api = api
-
-    @property
-    def backend(self) -> str:
-        return self.base_url
-
-    def close(self) -> None:
-        self._http.close()
 
     def _payload(self, request: GenerationRequest, streamed: bool) -> tuple[str, dict[str, Any]]:
         payload: dict[str, Any] = {"model": self.model, "stream": streamed}
