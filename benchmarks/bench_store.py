@@ -5,13 +5,17 @@ Run ``python benchmarks/bench_store.py`` (1,000,000 events, a few minutes) or wi
 
 1. ingest until durable: ``record_event`` x N then ``flush()``, against raw sqlite3
    ``executemany`` of the same rows (metadata ``json.dumps``-ed, seed 004's table, WAL,
-   synchronous=NORMAL, 2000 rows per transaction). Ours also redacts the metadata and
-   keeps the roll-ups. Goal: >= 0.8x raw and >= 100k events/s.
+   synchronous=NORMAL, 2000 rows per transaction), run side by side. Ours also redacts
+   the metadata, keeps the timestamp index and the roll-ups. Goal: >= 0.8x raw and
+   >= 100k events/s.
 2. caller-side cost of ``record_event`` (the loop of case 1 alone). Goal: < 5 us.
 3. ``get_summary`` over the N events: all of them, and the last 24 hours (median of 5).
    Goal: < 100 ms at 1M.
-4. export of the N events: ``json`` streamed (tracemalloc peak, against the same export of
-   N/10 events: flat means about equal), ``prometheus`` and ``influxdb``.
+4. export of the N events: ``prometheus`` and ``influxdb``; ``json`` streamed, timed
+   without tracing, then its tracemalloc peak against the same export of N/10 events
+   (flat means about equal).
+5. where the writer's time goes: the writer's stages run one after another on one
+   thread over the same N events (CPU microseconds per event), beside raw's two stages.
 
 Events: 4 event types, 3 models, timestamps spread over the last 7 days, seed-shaped
 metadata, 5 % errors. The script reports; it never fails on a missed goal.
@@ -107,14 +111,92 @@ def timed(fn: Any, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def export_peak(db: MetricsDatabase, fmt: str, **kw: Any) -> tuple[float, int, int]:
-    tracemalloc.start()
+def export_time(db: MetricsDatabase, fmt: str, **kw: Any) -> tuple[float, int]:
     t0 = time.perf_counter()
     size = sum(len(c) for c in db.iter_export(fmt, **kw))
-    elapsed = time.perf_counter() - t0
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return elapsed, size, peak
+    return time.perf_counter() - t0, size
+
+
+def export_peak(db: MetricsDatabase, fmt: str, **kw: Any) -> int:
+    """tracemalloc's peak while the export streams (tracing slows it ~4x: not timed)."""
+    tracemalloc.start()
+    try:
+        for _chunk in db.iter_export(fmt, **kw):
+            pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def writer_stages(path: Path, events: list[Any], batch: int = 2000) -> dict[str, float]:
+    """CPU seconds per stage of the writer's work, run in sequence on this thread."""
+    from tinyllm.redaction import get_redaction_policy
+    from tinyllm.store._statements import make_insert, make_upsert
+    from tinyllm.store.writer import _make_encoder, fold_events
+
+    db = MetricsDatabase(path, collector=MetricsCollector(registry=CollectorRegistry()))
+    db.close()  # the schema only; the stages below drive the same statements by hand
+    engine = db.engine
+    insert, upsert, encode = make_insert(engine), make_upsert(engine), _make_encoder()
+    policy = get_redaction_policy()
+    cpu = time.thread_time
+    spent = dict.fromkeys(("redaction check", "JSON encoding", "row tuples",
+                           "roll-up folding", "insert (multi-row)", "roll-up upserts",
+                           "commit"), 0.0)
+    names = list(spent)
+    for start in range(0, len(events), batch):
+        chunk = [(et, d, m, "anonymous", ts, md.copy())
+                 for et, d, m, ts, md in events[start:start + batch]]
+        marks = [cpu()]
+        for i, ev in enumerate(chunk):
+            if not policy.is_clean(ev[5]):
+                chunk[i] = (*ev[:5], policy.redact(ev[5]))
+        marks.append(cpu())
+        texts = [encode(ev[5]) for ev in chunk]
+        marks.append(cpu())
+        rows = [(m, u, et, d, ts, tx)
+                for (et, d, m, u, ts, _), tx in zip(chunk, texts, strict=True)]
+        marks.append(cpu())
+        sums: dict[Any, Any] = {}
+        bins: dict[Any, Any] = {}
+        fold_events(sums, bins, {}, chunk)
+        marks.append(cpu())
+        with engine.connect() as conn:
+            tx = conn.begin()
+            insert(conn, rows)
+            marks.append(cpu())
+            upsert(conn, sums, bins)
+            marks.append(cpu())
+            tx.commit()
+        marks.append(cpu())
+        for name, a, b in zip(names, marks, marks[1:], strict=False):
+            spent[name] += b - a
+    engine.dispose()
+    return spent
+
+
+def raw_stages(path: Path, events: list[Any], batch: int = 2000) -> dict[str, float]:
+    """bench_raw's two stages, CPU seconds, on this thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(SEED_DDL)
+    sql = ("INSERT INTO performance_events (model_id, user_id, event_type, duration, "
+           "timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)")
+    spent = {"json.dumps + tuples": 0.0, "executemany + commit": 0.0}
+    cpu = time.thread_time
+    for start in range(0, len(events), batch):
+        t0 = cpu()
+        rows = [(m, "anonymous", et, d, ts, json.dumps(md))
+                for et, d, m, ts, md in events[start:start + batch]]
+        t1 = cpu()
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+        spent["json.dumps + tuples"] += t1 - t0
+        spent["executemany + commit"] += cpu() - t1
+    conn.close()
+    return spent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,17 +227,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  last 24 h (exact edges) : {day * 1e3:10.1f} ms")
         print("\n4. export")
         for fmt in ("prometheus", "influxdb"):
-            t, size, peak = export_peak(db, fmt, prefix="diffusion_llm")
+            t, size = export_time(db, fmt, prefix="diffusion_llm")
+            peak = export_peak(db, fmt, prefix="diffusion_llm")
             print(f"  {fmt:<11} : {t * 1e3:8.1f} ms, {size:,} bytes, peak {peak / 1e6:.1f} MB")
         tenth = now - 7 * 86400 + 7 * 86400 * 0.9
-        t_small, size_small, peak_small = export_peak(db, "json", since=tenth)
-        t, size, peak = export_peak(db, "json")
+        t_small, size_small = export_time(db, "json", since=tenth)
+        t, size = export_time(db, "json")
+        peak_small = export_peak(db, "json", since=tenth)
+        peak = export_peak(db, "json")
         print(f"  json, N/10 events : {t_small:8.2f} s, {size_small / 1e6:,.1f} MB out, "
               f"peak {peak_small / 1e6:.1f} MB")
-        print(f"  json, N events    : {t:8.2f} s, {size / 1e6:,.1f} MB out, "
-              f"peak {peak / 1e6:.1f} MB  (flat: {peak / max(peak_small, 1):.2f}x the N/10 "
-              "peak)")
+        print(f"  json, N events    : {t:8.2f} s = {t / n * 1e6:.1f} us/event, "
+              f"{size / 1e6:,.1f} MB out, peak {peak / 1e6:.1f} MB  (flat: "
+              f"{peak / max(peak_small, 1):.2f}x the N/10 peak)")
         db.close()
+        print("\n5. where the time goes (one thread, stages in sequence, CPU us/event)")
+        ours = writer_stages(Path(tmp) / "stages.db", events)
+        base = raw_stages(Path(tmp) / "raw-stages.db", events)
+        for name, spent in ours.items():
+            print(f"  {name:<22}: {spent / n * 1e6:6.2f}")
+        print(f"  {'writer, all stages':<22}: {sum(ours.values()) / n * 1e6:6.2f}  "
+              f"(+ the caller's record_event above)")
+        for name, spent in base.items():
+            print(f"  raw: {name:<17}: {spent / n * 1e6:6.2f}")
+        print(f"  {'raw, all stages':<22}: {sum(base.values()) / n * 1e6:6.2f}")
     return 0
 
 

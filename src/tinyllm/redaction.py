@@ -250,7 +250,9 @@ class RedactionPolicy:
         True
     """
 
-    __slots__ = ("_extra_keys", "_key_cache", "_safe", "capture_content", "extra_patterns")
+    __slots__ = (
+        "_extra_keys", "_key_cache", "_plain_keys", "_safe", "capture_content", "extra_patterns"
+    )
 
     def __init__(
         self,
@@ -276,6 +278,9 @@ class RedactionPolicy:
         # Key -> _PLAIN/_SECRET/_CONTENT. Log keys repeat endlessly, so each is classified
         # once; bounded so that a stream of unique keys cannot grow it without limit.
         self._key_cache: dict[str, int] = {}
+        # The cached keys whose kind is _PLAIN, as a set: is_clean() tests a whole dict's
+        # keys against it in one C-level call.
+        self._plain_keys: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -298,6 +303,8 @@ class RedactionPolicy:
             kind = _PLAIN
         if len(self._key_cache) < _KEY_CACHE_MAX:
             self._key_cache[key] = kind
+            if kind == _PLAIN:
+                self._plain_keys.add(key)
         return kind
 
     def is_secret_key(self, key: str) -> bool:
@@ -336,6 +343,40 @@ class RedactionPolicy:
                 safe.clear()  # cheaper than LRU bookkeeping, and a miss only costs a scan
             safe.add(text)
         return out
+
+    def is_clean(self, value: Any) -> bool:
+        """True when ``redact(value)`` would equal ``value``, decided cheaply; else False.
+
+        Only the commonest case is recognised: a ``dict`` whose keys this policy has
+        already classified as plain (not secret, not content) and whose values are
+        ``None``, bools, ints, floats, or strings it has already seen pass through
+        unchanged. Anything else (nesting, new keys or strings, other types) answers
+        False, which means "call :meth:`redact`", not "holds a secret". A caller that
+        owns ``value`` may then keep it as is instead of taking a redacted copy.
+
+        Example:
+            >>> policy = RedactionPolicy()
+            >>> event = {"token_count": 5, "alg": "entropy"}
+            >>> policy.is_clean(event)  # keys and strings not seen yet
+            False
+            >>> policy.redact(event) == event, policy.is_clean(event)
+            (True, True)
+            >>> policy.is_clean({"api_key": "k"}), policy.is_clean({"token_count": [1]})
+            (False, False)
+        """
+        # Measured: one C-level superset test for the keys, then a plain loop over the
+        # values (building sets of the values' types cost more than it saved).
+        if type(value) is not dict or not self._plain_keys.issuperset(value):
+            return False
+        safe = self._safe
+        for v in value.values():
+            t = type(v)
+            if t is str:
+                if v not in safe:
+                    return False
+            elif t is not float and t is not int and t is not bool and v is not None:
+                return False
+        return True
 
     # -- values ----------------------------------------------------------------------
     def redact(self, value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 The same routes as ``tinyllm metrics --db`` (``store_routes``), with the same answers
 and the same 400s; database work runs in a thread so the event loop never waits on it.
-No web framework is needed to build it.
+Exports are streamed: the body goes out a chunk (a page of events) at a time, so a large
+JSON export never sits in memory. No web framework is needed to build it.
 
 Example:
     >>> from starlette.applications import Starlette            # doctest: +SKIP
@@ -15,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from tinyllm.metrics.server import Response
-from tinyllm.store.routes import DEFAULT_API_PREFIX, store_routes
+from tinyllm.store.routes import DEFAULT_API_PREFIX, _handlers, _Stream
 
 if TYPE_CHECKING:
     from tinyllm.store.database import MetricsDatabase
 
 __all__ = ["store_asgi_app"]
+
+log = logging.getLogger("tinyllm.store")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -35,6 +39,30 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def _error(status: int, message: str) -> Response:
     return Response(status, json.dumps({"error": message}).encode())
+
+
+async def _send_stream(send: Send, stream: _Stream) -> None:
+    # No content-length: the server sends the body chunked as it comes. A failure after
+    # the status went out can only end the body early; it is logged, not raised.
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", stream.content_type.encode())]})
+    chunk: str | None = stream.first
+    try:
+        while chunk is not None:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk.encode(),
+                            "more_body": True})
+            try:
+                chunk = await asyncio.to_thread(next, stream.rest, None)
+            except Exception as exc:
+                log.warning("metrics store export stopped part way: %s", exc)
+                break
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        # A client gone mid-stream: release the export's database connection now.
+        close = getattr(stream.rest, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 def store_asgi_app(
@@ -48,7 +76,7 @@ def store_asgi_app(
     for seed 004's endpoints. Paths are matched whole, with or without the mount's
     ``root_path`` stripped, so it works across Starlette versions and on its own.
     """
-    routes = store_routes(db, api_prefix, export_prefix)
+    routes, export_path, export_stream = _handlers(db, api_prefix, export_prefix)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -78,9 +106,16 @@ def store_asgi_app(
             except ValueError as exc:
                 response = _error(400, str(exc))
             else:
-                headers = {k.decode("latin-1"): v.decode("latin-1")
-                           for k, v in scope.get("headers", [])}
-                response = await asyncio.to_thread(route, query, headers)
+                if full == export_path and scope.get("method") == "GET":
+                    result = await asyncio.to_thread(export_stream, query)
+                    if isinstance(result, _Stream):
+                        await _send_stream(send, result)
+                        return
+                    response = result
+                else:
+                    headers = {k.decode("latin-1"): v.decode("latin-1")
+                               for k, v in scope.get("headers", [])}
+                    response = await asyncio.to_thread(route, query, headers)
         body = b"" if scope.get("method") == "HEAD" else response.body
         await send({
             "type": "http.response.start",

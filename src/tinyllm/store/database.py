@@ -37,7 +37,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from tinyllm.store import schema
-from tinyllm.store.writer import Bins, Sums, Writer, fold, parse_metadata
+from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
+from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events, parse_metadata
 
 __all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
 
@@ -89,71 +90,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _driver_statement(
-    stmt: Any, sa_dialect: Any, keys: tuple[str, ...]
-) -> Any:
-    """``send(conn, rows)``: ``stmt`` compiled once, executed with the driver's
-    executemany; ``rows`` are tuples in ``keys`` order."""
-    compiled = stmt.compile(dialect=sa_dialect, column_keys=list(keys))
-    sql = str(compiled)
-    if compiled.positional:
-        order = [keys.index(name) for name in compiled.positiontup or ()]
-        if order == list(range(len(keys))):
-            def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-                conn.exec_driver_sql(sql, rows)
-        else:
-            def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-                conn.exec_driver_sql(sql, [tuple(r[i] for i in order) for r in rows])
-    else:
-        def send(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-            conn.exec_driver_sql(sql, [dict(zip(keys, r, strict=True)) for r in rows])
-    return send
+def _as_events(rows: Any) -> Iterator[Event]:
+    """Rows of (id, event_type, duration, model_id, timestamp, metadata text) as events."""
+    for _id, event_type, duration, model_id, ts, md in rows:
+        yield (event_type, float(duration), model_id, "", float(ts), parse_metadata(md))
 
 
-def _make_upsert(dialect: str, sa_dialect: Any) -> Any:
-    # Each dialect's own INSERT .. ON CONFLICT construct (Core, not hand-built SQL).
-    from sqlalchemy.dialects import postgresql, sqlite
+_INF = math.inf
+_BIG = 2**1000  # ints at or past this do not fit a float
 
-    insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    r, b = schema.performance_rollups, schema.performance_latency_bins
-    ins_r = insert(r)
-    sums_stmt = ins_r.on_conflict_do_update(
-        index_elements=[r.c.bucket, r.c.event_type, r.c.endpoint, r.c.model_id],
-        set_={
-            "requests": r.c.requests + ins_r.excluded.requests,
-            "errors": r.c.errors + ins_r.excluded.errors,
-            "duration_sum": r.c.duration_sum + ins_r.excluded.duration_sum,
-            "tokens": r.c.tokens + ins_r.excluded.tokens,
-        },
-    )
-    ins_b = insert(b)
-    bins_stmt = ins_b.on_conflict_do_update(
-        index_elements=[b.c.bucket, b.c.event_type, b.c.model_id, b.c.bin],
-        set_={"count": b.c.count + ins_b.excluded.count},
-    )
-    meta_stmt = insert(schema.store_meta).on_conflict_do_nothing()
 
-    # Compiled once for this dialect and sent through the driver's executemany: the
-    # roll-ups are ~1,000 rows per batch, and SQLAlchemy's per-row parameter handling
-    # cost more than the inserts themselves.
-    sums_keys = ("bucket", "event_type", "endpoint", "model_id", "requests", "errors",
-                 "duration_sum", "tokens")
-    bins_keys = ("bucket", "event_type", "model_id", "bin", "count")
-    sums_send = _driver_statement(sums_stmt, sa_dialect, sums_keys)
-    bins_send = _driver_statement(bins_stmt, sa_dialect, bins_keys)
+def _check_number(name: str, value: Any) -> None:
+    from tinyllm._validation import check_amount
 
-    def upsert(conn: Connection, sums: Sums, bins: Bins) -> None:
-        # Sorted: two PostgreSQL writers then lock rows in the same order (no deadlock).
-        if sums:
-            sums_send(conn, [
-                (k[0], k[1], k[2], k[3], v[0], int(v[1]), v[2], v[3])
-                for k, v in sorted(sums.items())
-            ])
-        if bins:
-            bins_send(conn, [(k[0], k[1], k[2], k[3], v) for k, v in sorted(bins.items())])
-
-    upsert.meta_stmt = meta_stmt  # type: ignore[attr-defined]
-    return upsert
+    check_amount(name, value)
+    if value >= _BIG:
+        raise ValueError(f"{name} must be a finite number >= 0 that fits a float, got "
+                         f"{value!r}")
 
 
 def _check_text(name: str, value: Any, *, empty_ok: bool = False) -> None:
@@ -186,7 +139,8 @@ class MetricsDatabase:
             ``postgresql://user@host/db`` URL (driven by psycopg 3).
         queue_size: events held in memory before ``record_event`` starts dropping
             (counted as ``reason="queue_full"``).
-        batch_size: most events per transaction.
+        batch_size: most events prepared (redacted, encoded, folded) together. A writer
+            that falls behind commits several batches (up to 8) in one transaction.
         flush_interval: how long an event may wait before the writer wakes, seconds.
         collector: where drops are counted (default: the process-wide collector).
 
@@ -231,17 +185,9 @@ class MetricsDatabase:
         self._dropped: dict[str, int] = {}
         self._logged: set[str] = set()
         self._lock = threading.Lock()
-        self._upsert = _make_upsert(self.dialect, engine.dialect)
+        self._upsert = make_upsert(engine)
         self._init_schema()
-        insert = schema.performance_events.insert().compile(
-            dialect=engine.dialect,
-            column_keys=["model_id", "user_id", "event_type", "duration", "timestamp",
-                         "metadata"],
-        )
-        positional = bool(insert.positional)
-        if positional and tuple(insert.positiontup or ()) != (
-                "model_id", "user_id", "event_type", "duration", "timestamp", "metadata"):
-            raise RuntimeError(f"unexpected insert parameter order {insert.positiontup}")
+        insert = make_insert(engine)
         self._queue: deque[Any] = deque()
         self._max = queue_size
         self._wake = threading.Event()
@@ -250,7 +196,7 @@ class MetricsDatabase:
         self._writer = Writer(
             engine, self._queue, self._wake, batch_size=batch_size,
             interval=float(flush_interval), on_drop=self._drop, upsert=self._upsert,
-            insert_sql=str(insert), positional=positional,
+            insert=insert,
         )
         _open.add(self)
 
@@ -266,7 +212,8 @@ class MetricsDatabase:
         with self.engine.begin() as conn:
             # The first opener claims the "rollups" key (a write: concurrent openers wait
             # on it) and folds any rows already there, e.g. a database the seed created.
-            claimed = conn.execute(self._upsert.meta_stmt, {"key": "rollups", "value": "1"})
+            claimed = conn.execute(make_meta_claim(self.engine),
+                                   {"key": "rollups", "value": "1"})
             if claimed.rowcount == 1:
                 self._fold_existing(conn)
 
@@ -283,9 +230,7 @@ class MetricsDatabase:
             ).all()
             if not rows:
                 break
-            for row in rows:
-                fold(sums, bins, endpoints, row[1], float(row[2]), row[3], float(row[4]),
-                     parse_metadata(row[5]))
+            fold_events(sums, bins, endpoints, _as_events(rows))
             last = rows[-1][0]
             seen += len(rows)
         self._upsert(conn, sums, bins)
@@ -325,6 +270,8 @@ class MetricsDatabase:
             >>> db.record_event("diffusion_generate_stream", 0.8, model_id="dream",
             ...                 metadata={"token_count": 12, "success": True})  # doctest: +SKIP
         """
+        # Every check is a type identity test first: this runs once per request, and the
+        # slow paths (isinstance, the shared checks) only run to word an error.
         if type(event_type) is not str or not event_type:
             _check_text("event_type", event_type)
         if type(model_id) is not str or not model_id:
@@ -332,29 +279,35 @@ class MetricsDatabase:
         if type(user_id) is not str:
             _check_text("user_id", user_id, empty_ok=True)
         kind = type(duration)
-        if not ((kind is float or kind is int) and 0 <= duration < math.inf):
-            from tinyllm._validation import check_amount
-
-            check_amount("duration", duration)
+        if kind is not float:
+            if not (kind is int and 0 <= duration < _BIG):
+                _check_number("duration", duration)
+            duration = float(duration)
+        elif not 0.0 <= duration < _INF:
+            _check_number("duration", duration)
         if timestamp is None:
             timestamp = _now()
         else:
             kind = type(timestamp)
-            if not ((kind is float or kind is int) and 0 <= timestamp < math.inf):
-                from tinyllm._validation import check_amount
-
-                check_amount("timestamp", timestamp)
+            if kind is not float:
+                if not (kind is int and 0 <= timestamp < _BIG):
+                    _check_number("timestamp", timestamp)
+                timestamp = float(timestamp)
+            elif not 0.0 <= timestamp < _INF:
+                _check_number("timestamp", timestamp)
         if metadata is not None:
             if type(metadata) is not dict and not isinstance(metadata, dict):
                 raise TypeError(f"metadata must be a dict or None, got "
                                 f"{type(metadata).__name__}")
             metadata = metadata.copy()  # the caller may reuse its dict; redaction is later
         q = self._queue
-        if len(q) >= self._max or self._closed:
+        if len(q) >= self._max:  # _max is -1 once closed
             self._drop("closed" if self._closed else "queue_full", 1, None)
             return
-        q.append((event_type, float(duration), model_id, user_id, float(timestamp), metadata))
-        if len(q) >= self._wake_at and not self._wake.is_set():
+        q.append((event_type, duration, model_id, user_id, timestamp, metadata))
+        # The writer sleeps only on an empty queue, and the queue grows one event at a
+        # time, so it passes exactly batch_size while the writer sleeps: wake it there.
+        if len(q) == self._wake_at:
             self._wake.set()
 
     def flush(self, timeout: float | None = 30.0) -> bool:
@@ -367,6 +320,7 @@ class MetricsDatabase:
         if self._closed:
             return
         self._closed = True
+        self._max = -1  # record_event's one bound check now drops as "closed"
         self._writer.close(timeout)
         self.engine.dispose()
         _open.discard(self)
@@ -489,7 +443,9 @@ class MetricsDatabase:
         ``prefix`` names the Prometheus families and the InfluxDB measurement (default
         ``tinyllm_store``, clear of the live collector's names; seed 004 uses
         ``diffusion_llm``). ``timestamp_ns`` stamps InfluxDB points (default: ``until``,
-        else now). Memory stays flat: the JSON export reads events a page at a time.
+        else now). Memory stays flat: the JSON export reads 1,000 events per query, by
+        id range, and yields them as one chunk, the stored metadata JSON spliced in as
+        it is (checked, not parsed and re-encoded).
         """
         from tinyllm.store.export import iter_export
 
@@ -543,9 +499,7 @@ class MetricsDatabase:
                 ).all()
                 if not rows:
                     break
-                for row in rows:
-                    fold(sums, bins, endpoints, row[1], float(row[2]), row[3], float(row[4]),
-                         parse_metadata(row[5]))
+                fold_events(sums, bins, endpoints, _as_events(rows))
                 last = rows[-1][0]
             self._upsert(conn, {k: v for k, v in sums.items() if k[0] < cutoff},
                          {k: v for k, v in bins.items() if k[0] < cutoff})

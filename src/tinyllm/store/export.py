@@ -21,9 +21,15 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from json.encoder import encode_basestring_ascii as _quote
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, literal, select
+
+from tinyllm.store import schema
 from tinyllm.store.summary import QUANTILES, Totals, quantile, totals
+from tinyllm.store.writer import parse_metadata
 
 if TYPE_CHECKING:
     from tinyllm.store.database import MetricsDatabase
@@ -157,21 +163,107 @@ def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[s
     yield "".join(lines)
 
 
+#: Rows per page of the JSON export: each page is one query and one output chunk.
+_EXPORT_PAGE = 1000
+# One event of the JSON export, as json.dumps writes the same dict (key order, spacing).
+_EVENT = ('{"id": %d, "model_id": %s, "user_id": %s, "event_type": %s, "duration": %s, '
+          '"timestamp": %s, "metadata": %s}')
+
+
+def _event_pages(db: MetricsDatabase, conn: Any, since: float | None, until: float | None,
+                 model_id: str | None) -> Iterator[list[Any]]:
+    """Pages of (id, model_id, user_id, event_type, duration, timestamp, metadata text or
+    "null", 1 if that text is known valid JSON) in id order, read by id ranges: flat
+    memory, and each page is a rowid range scan (never a sort of the whole selection)."""
+    e = schema.performance_events
+    lo = hi = None
+    if since is not None or until is not None:
+        # The ids that bound the time range, from the timestamp index; the pages then walk
+        # ids between them (rows arrive in about time order, so this is the range).
+        bounds = select(func.min(e.c.id), func.max(e.c.id))
+        bounds = _time_filter(bounds, since, until)
+        lo, hi = conn.execute(bounds).one()
+        if lo is None:
+            return
+    stored = func.coalesce(e.c.metadata, literal("null"))
+    if db.dialect == "sqlite":
+        # SQLite checks the stored JSON in C (1 = valid; NULL metadata counts as valid,
+        # read as "null"); anything else is checked in Python (every row elsewhere).
+        valid: Any = func.coalesce(func.json_valid(e.c.metadata), 1)
+    else:
+        valid = literal(None)
+    columns = (e.c.id, e.c.model_id, e.c.user_id, e.c.event_type, e.c.duration,
+               e.c.timestamp, stored, valid)
+    last = -1 if lo is None else lo - 1
+    while True:
+        query = select(*columns).where(e.c.id > last).order_by(e.c.id).limit(_EXPORT_PAGE)
+        if hi is not None:
+            query = query.where(e.c.id <= hi)
+        query = _time_filter(query, since, until)
+        if model_id is not None:
+            query = query.where(e.c.model_id == model_id)
+        rows = conn.execute(query).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def _time_filter(query: Any, since: float | None, until: float | None) -> Any:
+    e = schema.performance_events
+    if since is not None:
+        query = query.where(e.c.timestamp >= since)
+    if until is not None:
+        query = query.where(e.c.timestamp < until)
+    return query
+
+
+def _metadata_json(stored: str, valid: Any) -> str:
+    if valid == 1:
+        return stored
+    try:
+        json.loads(stored)
+    except ValueError:
+        return "null"  # unparsable text reads as no metadata, as in iter_events
+    return stored  # valid to Python's json (NaN included, as json.dumps would write it)
+
+
+def _slow_event(row: Any) -> str:
+    return json.dumps({"id": row[0], "model_id": row[1], "user_id": row[2],
+                       "event_type": row[3], "duration": row[4], "timestamp": row[5],
+                       "metadata": parse_metadata(row[6])}, default=str)
+
+
+def _page_json(rows: list[Any]) -> str:
+    """``rows`` as comma-separated JSON events, formatted in C-level ``map``s: no Python
+    frame per row when every value is of the expected type (the common case)."""
+    ids, models, users, types, durations, stamps, metadata, valid = zip(*rows, strict=True)
+    if not all(valid):
+        metadata = tuple(map(_metadata_json, metadata, valid))
+    try:
+        if not (all(map(isfinite, durations)) and all(map(isfinite, stamps))):
+            raise TypeError("a non-finite float")  # json.dumps spells those its own way
+        texts = map(_EVENT.__mod__, zip(
+            ids, map(_quote, models), map(_quote, users), map(_quote, types),
+            map(float.__repr__, durations), map(float.__repr__, stamps), metadata,
+            strict=True))
+        return ",".join(texts)
+    except TypeError:  # a value of another type (a hand-written row): one by one
+        return ",".join(map(_slow_event, rows))
+
+
 def _json_chunks(db: MetricsDatabase, since: float | None, until: float | None,
                  model_id: str | None, recent: int = 10) -> Iterator[str]:
     summary = db.get_summary(since, until, model_id, recent=recent)
     head = {"generated_at": time.time(), "since": since, "until": until,
             "model_id": model_id, "summary": summary}
     yield json.dumps(head, default=str)[:-1] + ', "events": ['
-    page: list[str] = []
     first = True
-    for ev in db.iter_events(since, until, model_id):
-        page.append(json.dumps(ev, default=str))
-        if len(page) >= 1000:
-            yield ("" if first else ",") + ",".join(page)
-            first, page = False, []
-    if page:
-        yield ("" if first else ",") + ",".join(page)
+    with db.engine.connect() as conn:
+        for rows in _event_pages(db, conn, since, until, model_id):
+            chunk = _page_json(rows)
+            yield chunk if first else "," + chunk
+            first = False
     yield "]}\n"
 
 

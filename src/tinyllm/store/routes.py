@@ -2,9 +2,13 @@
 
 ``store_routes(db)`` answers ``GET {api_prefix}/metrics`` (the summary as JSON) and
 ``GET {api_prefix}/metrics/export?format=json|prometheus|influxdb``. Query parameters:
-``since``/``until`` (epoch seconds), ``model_id``, and for the export ``prefix``. Any bad
-parameter is a 400 with ``{"error": ...}`` naming what is valid; a database that is
-unreachable is a 503; never a 500.
+``since``/``until`` (the CLI's forms: epoch seconds, ISO 8601, or a duration ago such as
+``24h``), ``model_id``, and for the export ``prefix``. Any bad parameter (unknown or
+repeated names, values over 256 characters, control or invisible formatting characters,
+an unknown format, an unparsable, reversed or out-of-range time, a model id with
+characters outside letters, digits and ``. _ - : / @ + = ~``) is a 400 with
+``{"error": ...}`` naming what is valid; a database that is unreachable is a 503; never a
+500. Values reach SQL only as bound parameters.
 
 Example:
     >>> from tinyllm.metrics.server import start_metrics_server
@@ -15,15 +19,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from tinyllm.metrics.server import Response, Route
 from tinyllm.store.export import CONTENT_TYPES, FORMATS, check_prefix
+from tinyllm.store.timespec import TIME_FORMS, parse_time
 
 if TYPE_CHECKING:
     from tinyllm.store.database import MetricsDatabase
@@ -36,9 +40,21 @@ log = logging.getLogger("tinyllm.store")
 DEFAULT_API_PREFIX = "/api"
 _API_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 _MAX_VALUE = 256  # characters per parameter value: longer is abuse, not a model id
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, and the invisible ones that make a logged value read differently
+# from what it is (zero-width, bidirectional overrides, line/paragraph separators, BOM).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# Model ids as they come (gpt-4o, meta-llama/Llama-3.1-8B-Instruct, llama3.1:8b,
+# ft:gpt-4o:org:x@rev): quotes, spaces, semicolons, brackets and the like never appear in
+# one, and rejecting them turns an injection attempt into a 400 instead of an empty answer.
+_MODEL_ID_RE = re.compile(r"[\w.:/@+=~-]+")
+_MODEL_ID_FORMS = "letters, digits and . _ - : / @ + = ~"
+#: Times the HTTP API accepts: 1970-01-01 up to the end of year 9999 (what ISO 8601 can say).
+_MAX_EPOCH = 253402300800.0
 _SUMMARY_PARAMS = ("since", "until", "model_id")
 _EXPORT_PARAMS = ("format", "prefix", "since", "until", "model_id")
+
+
+_T = TypeVar("_T")
 
 
 class _BadRequest(ValueError):
@@ -67,12 +83,15 @@ def _time(params: dict[str, str], key: str) -> float | None:
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        value = parse_time(raw)
     except ValueError:
-        raise _BadRequest(f"{key} must be epoch seconds (e.g. 1700000000.5), got "
-                          f"{raw[:40]!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise _BadRequest(f"{key} must be finite epoch seconds >= 0, got {raw[:40]!r}")
+        try:
+            value = float(raw)  # also 1.7e9: epoch seconds in scientific notation
+        except ValueError:
+            raise _BadRequest(f"{key} must be {TIME_FORMS}; got {raw[:40]!r}") from None
+    if not 0.0 <= value < _MAX_EPOCH:  # NaN fails this too
+        raise _BadRequest(f"{key} must be a time from 1970-01-01 to 9999-12-31 (epoch "
+                          f"seconds 0 to {_MAX_EPOCH:.0f}); got {raw[:40]!r}")
     return value
 
 
@@ -81,13 +100,15 @@ def _range(params: dict[str, str]) -> tuple[float | None, float | None, str | No
     if since is not None and until is not None and since > until:
         raise _BadRequest(f"since must be <= until, got since={since!r} until={until!r}")
     model_id = params.get("model_id") or None
+    if model_id is not None and not _MODEL_ID_RE.fullmatch(model_id):
+        raise _BadRequest(f"model_id may contain only {_MODEL_ID_FORMS}; got "
+                          f"{model_id[:40]!r}")
     return since, until, model_id
 
 
-def _guard(name: str, work: Any) -> Response:
+def _guard(name: str, work: Callable[[], _T]) -> _T | Response:
     try:
-        result: Response = work()
-        return result
+        return work()
     except _BadRequest as exc:
         return Response.json({"error": str(exc)}, 400)
     except ValueError as exc:  # the library's own argument checks, same wording
@@ -111,19 +132,22 @@ def check_api_prefix(api_prefix: Any) -> str:
     return api_prefix
 
 
-def store_routes(
-    db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX,
-    export_prefix: str | None = None,
-) -> dict[str, Route]:
-    """``{path: route}`` for ``start_metrics_server(routes=...)``.
+class _Stream:
+    """A streamed 200 answer: the first chunk is computed before the status is sent, so
+    a database that is down still gets its 503."""
 
-    ``export_prefix`` is the export's family prefix / measurement when a request gives
-    no ``prefix`` parameter (default ``tinyllm_store``; seed 004 uses ``diffusion_llm``).
+    __slots__ = ("content_type", "first", "rest")
 
-    Example:
-        >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP
-        ['/api/diffusion/metrics', '/api/diffusion/metrics/export']
-    """
+    def __init__(self, content_type: str, first: str, rest: Iterator[str]) -> None:
+        self.content_type = content_type
+        self.first = first
+        self.rest = rest
+
+
+def _handlers(
+    db: MetricsDatabase, api_prefix: str, export_prefix: str | None,
+) -> tuple[dict[str, Route], str, Callable[[dict[str, list[str]]], Response | _Stream]]:
+    """The routes, the export's path, and the export as a stream (for the ASGI app)."""
     check_api_prefix(api_prefix)
     default_prefix = check_prefix(export_prefix)
 
@@ -134,8 +158,8 @@ def store_routes(
 
         return _guard("summary", work)
 
-    def export(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
-        def work() -> Response:
+    def export_stream(query: dict[str, list[str]]) -> Response | _Stream:
+        def work() -> _Stream:
             params = _params(query, _EXPORT_PARAMS)
             fmt = params.get("format") or "json"
             if fmt not in FORMATS:
@@ -143,9 +167,41 @@ def store_routes(
                                   f"{fmt[:40]!r}")
             prefix = check_prefix(params.get("prefix") or default_prefix)
             since, until, model_id = _range(params)
-            body = db.export(fmt, prefix=prefix, since=since, until=until, model_id=model_id)
-            return Response(200, body.encode(), CONTENT_TYPES[fmt])
+            chunks = db.iter_export(fmt, prefix=prefix, since=since, until=until,
+                                    model_id=model_id)
+            return _Stream(CONTENT_TYPES[fmt], next(chunks, ""), chunks)
 
         return _guard("export", work)
 
-    return {f"{api_prefix}/metrics": summary, f"{api_prefix}/metrics/export": export}
+    def export(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+        result = export_stream(query)
+        if isinstance(result, Response):
+            return result
+
+        def body() -> Response:
+            return Response(200, (result.first + "".join(result.rest)).encode(),
+                            result.content_type)
+
+        return _guard("export", body)
+
+    export_path = f"{api_prefix}/metrics/export"
+    return ({f"{api_prefix}/metrics": summary, export_path: export}, export_path,
+            export_stream)
+
+
+def store_routes(
+    db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX,
+    export_prefix: str | None = None,
+) -> dict[str, Route]:
+    """``{path: route}`` for ``start_metrics_server(routes=...)``.
+
+    ``export_prefix`` is the export's family prefix / measurement when a request gives
+    no ``prefix`` parameter (default ``tinyllm_store``; seed 004 uses ``diffusion_llm``).
+    The built-in server sends a whole body, so an export is assembled in memory here;
+    ``store_asgi_app`` streams it.
+
+    Example:
+        >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP
+        ['/api/diffusion/metrics', '/api/diffusion/metrics/export']
+    """
+    return _handlers(db, api_prefix, export_prefix)[0]

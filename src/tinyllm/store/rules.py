@@ -85,9 +85,11 @@ def classify(metadata: Mapping[str, Any] | None) -> tuple[str | None, bool, int]
         return None, False, 0
     get = metadata.get
     endpoint = get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint:
+    # Identity tests first: this runs once per event written.
+    if endpoint is not None and not (type(endpoint) is str and endpoint) and \
+            not (isinstance(endpoint, str) and endpoint):
         endpoint = None
-    error = get("success") is False or bool(get("error")) or bool(get("error_type"))
+    error = get("success") is False or bool(get("error") or get("error_type"))
     raw: Any = get("token_count")
     kind = type(raw)
     tokens = 0  # bools, strings, fractions, NaN, negatives: not a count

@@ -43,6 +43,8 @@ from sqlalchemy.types import TypeEngine
 
 __all__ = [
     "BINS_PER_DOUBLING",
+    "BIN_MAX",
+    "BIN_MIN",
     "BIN_NONE",
     "HIST_SECONDS",
     "ROLLUP_SECONDS",
@@ -65,9 +67,10 @@ HIST_SECONDS = 3600
 #: Histogram resolution: bin ``b`` holds durations in ``[2**(b/8), 2**((b+1)/8))``, so a
 #: quantile read as the bin's geometric middle is within 2**(1/16) - 1 = 4.4 %.
 BINS_PER_DOUBLING = 8
-_BIN_MIN, _BIN_MAX = -25 * BINS_PER_DOUBLING, 15 * BINS_PER_DOUBLING  # 30 ns .. 9 h
+#: The lowest and highest bins: shorter or longer durations are counted there (30 ns, 9 h).
+BIN_MIN, BIN_MAX = -25 * BINS_PER_DOUBLING, 15 * BINS_PER_DOUBLING
 #: The bin of a zero duration.
-BIN_NONE = _BIN_MIN - 1
+BIN_NONE = BIN_MIN - 1
 
 # A float column: REAL as the seed says, 8-byte on PostgreSQL (see the module docstring).
 _Real: TypeEngine[float] = REAL().with_variant(DOUBLE_PRECISION(), "postgresql")
@@ -146,7 +149,7 @@ def latency_bin(duration: float) -> int:
     if duration <= 0.0:
         return BIN_NONE
     b = math.floor(_log2(duration) * BINS_PER_DOUBLING)
-    return _BIN_MIN if b < _BIN_MIN else _BIN_MAX if b > _BIN_MAX else b
+    return BIN_MIN if b < BIN_MIN else BIN_MAX if b > BIN_MAX else b
 
 
 def bin_value(b: int) -> float:

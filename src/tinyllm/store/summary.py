@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from tinyllm.store import schema
-from tinyllm.store.writer import Bins, Sums, fold, parse_metadata
+from tinyllm.store.writer import Bins, Sums, fold_events, parse_metadata
 
 __all__ = ["QUANTILES", "Totals", "build_summary", "plan_range", "quantile", "totals"]
 
@@ -111,8 +111,9 @@ def totals(conn: Connection, since: float | None, until: float | None,
         endpoints: dict[str, str] = {}
         query = select(e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
                        e.c.metadata)
-        for et, dur, mid, ts, md in conn.execute(_raw(query, edge, model_id)):
-            fold(sums, scratch, endpoints, et, float(dur), mid, float(ts), parse_metadata(md))
+        fold_events(sums, scratch, endpoints, (
+            (et, float(dur), mid, "", float(ts), parse_metadata(md))
+            for et, dur, mid, ts, md in conn.execute(_raw(query, edge, model_id))))
         for (_bucket, et, ep, _model), (n, errs, dsum, tok) in sums.items():
             out.add(et, ep, n, int(errs), dsum, tok)
     bucket, edges = plan_range(since, until, schema.HIST_SECONDS)

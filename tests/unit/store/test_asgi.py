@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+import pytest
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -54,3 +57,38 @@ def test_standalone_asgi_app_with_the_default_prefix(
     with TestClient(store_asgi_app(seeded(make_db))) as client:
         assert client.get("/api/metrics").json()["overall"]["total_requests"] == 11
         assert client.get("/api/metrics?since=yesterday").status_code == 400
+
+
+def test_the_export_is_streamed_a_page_at_a_time(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    db = make_db()
+    for i in range(3500):
+        db.record_event("diffusion_generate", 0.25, model_id="dream", timestamp=1e9 + i,
+                        metadata={"token_count": i, "note": "ünïcode \"quoted\""})
+    assert db.flush()
+    with TestClient(store_asgi_app(db)) as client, \
+            client.stream("GET", "/api/metrics/export?format=json&since=1000000500") as r:
+        assert r.status_code == 200
+        assert "content-length" not in r.headers  # sent chunked, as it is read
+        chunks = list(r.iter_bytes())
+    doc = json.loads(b"".join(chunks))
+    assert len(doc["events"]) == 3000
+    assert doc["events"][-1]["metadata"] == {"token_count": 3499, "note": "ünïcode \"quoted\""}
+    assert len(chunks) >= 3  # the head, then pages of events
+
+
+def test_a_broken_database_is_503_on_the_streamed_export(
+    make_db: Callable[..., MetricsDatabase], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = seeded(make_db)
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(db.engine, "connect", gone)
+    with TestClient(store_asgi_app(db)) as client:
+        for fmt in ("json", "prometheus", "influxdb"):
+            r = client.get(f"/api/metrics/export?format={fmt}")
+            assert r.status_code == 503
+            assert r.json() == {"error": "metrics store unavailable"}

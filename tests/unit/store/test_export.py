@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sqlite3
 import tracemalloc
 
 import pytest
@@ -148,3 +150,56 @@ def test_json_export_streams_with_flat_memory(db: MetricsDatabase) -> None:
     # Memory does not grow with the store: the document is never held at once.
     assert peak < 1.5 * small_peak, (small_peak, peak)
     assert peak < size / 2, (peak, size)
+
+
+def test_json_export_events_match_the_stored_rows_exactly(db: MetricsDatabase) -> None:
+    db.record_event("diffusion_generate", 0.1 + 0.2, model_id='we"ird\\id', user_id="ü",
+                    timestamp=1e9 + 0.123456789, metadata={"token_count": 3, "t": "é\n"})
+    db.record_event("diffusion_generate", 1.0, model_id="m", timestamp=1e9 + 1)  # no metadata
+    db.record_event("diffusion_generate", 1.0, model_id="m", timestamp=1e9 + 2,
+                    metadata={"x": math.nan})
+    assert db.flush()
+    with sqlite3.connect(db.engine.url.database or "") as raw:  # rows from another program
+        raw.executemany(
+            "INSERT INTO performance_events (model_id, user_id, event_type, duration, "
+            "timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+            [("m", "u", "diffusion_infill", 2.0, 1e9 + 3, "{not json"),
+             ("m", "u", "diffusion_infill", 2.0, 1e9 + 4, '{"seed":  "spacing" }'),
+             ("m", "u", "diffusion_infill", 2.0, 1e9 + 5, "[1, 2]")])
+    doc = json.loads(db.export("json"))
+    want = list(db.iter_events())
+    assert len(doc["events"]) == 6
+    assert doc["events"][3]["metadata"] is None  # unparsable text reads as no metadata
+    for got, row in zip(doc["events"], want, strict=True):
+        md = got.pop("metadata")
+        row_md = row.pop("metadata")
+        assert got == row
+        assert md == row_md or (math.isnan(md["x"]) and math.isnan(row_md["x"]))
+
+
+@pytest.mark.parametrize(("since", "until", "model_id"), [
+    (None, None, None), (1e9 + 10, None, None), (None, 1e9 + 2500, None),
+    (1e9 + 1200, 1e9 + 1201, None), (1e9 + 500, 1e9 + 2600.5, "m1"), (5.0, 6.0, None),
+    (1e9 + 99_999, None, None),
+])
+def test_json_export_ranges_and_models(
+    db: MetricsDatabase, since: float | None, until: float | None, model_id: str | None
+) -> None:
+    for i in range(3000):
+        # Timestamps mostly rising, with some stragglers: the id bounds of a time range
+        # are found through the index, then rows are filtered again by time.
+        ts = 1e9 + i - (700 if i % 97 == 0 else 0)
+        db.record_event("diffusion_generate", 0.5, model_id=f"m{i % 3}", timestamp=ts)
+    assert db.flush()
+    doc = json.loads(db.export("json", since=since, until=until, model_id=model_id))
+    want = [e["id"] for e in db.iter_events(since, until, model_id)]
+    assert [e["id"] for e in doc["events"]] == want
+    assert doc["summary"]["overall"]["total_requests"] == len(want)
+
+
+def test_json_export_of_non_finite_values_written_behind_our_back(db: MetricsDatabase) -> None:
+    with sqlite3.connect(db.engine.url.database or "") as raw:
+        raw.execute("INSERT INTO performance_events (model_id, user_id, event_type, duration,"
+                    " timestamp, metadata) VALUES ('m', 'u', 'x', 9e999, 5, NULL)")
+    events = json.loads(db.export("json"))["events"]
+    assert events[0]["duration"] == math.inf and events[0]["metadata"] is None

@@ -4,24 +4,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
 
+from tinyllm.metrics import MetricsCollector
 from tinyllm.metrics.server import MetricsServer, start_metrics_server
-from tinyllm.store import MetricsDatabase, store_routes
+from tinyllm.store import MetricsDatabase, store_asgi_app, store_routes
 
 from .conftest import seed_example
 
 
-@pytest.fixture
-def server(db: MetricsDatabase) -> Iterator[MetricsServer]:
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsDatabase]:
+    """Seed 004's example data, shared by the read-only tests of this module."""
+    db = MetricsDatabase(tmp_path_factory.mktemp("routes") / "metrics.db",
+                         collector=MetricsCollector(registry=CollectorRegistry()))
     seed_example(db)
+    yield db
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def server(seeded: MetricsDatabase) -> Iterator[MetricsServer]:
     with start_metrics_server(port=0, registry=CollectorRegistry(),
-                              routes=store_routes(db)) as srv:
+                              routes=store_routes(seeded)) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def asgi(seeded: MetricsDatabase) -> Iterator[TestClient]:
+    with TestClient(store_asgi_app(seeded)) as client:
+        yield client
 
 
 def test_summary_route(server: MetricsServer) -> None:
@@ -50,26 +69,112 @@ def test_export_defaults_to_json(server: MetricsServer) -> None:
     assert len(r.json()["events"]) == 15
 
 
-@pytest.mark.parametrize(("path", "query", "word"), [
+# Every bad parameter, for both transports: (path, raw query string, words the error names).
+BAD_PARAMETERS = [
+    # unknown, repeated or misspelt parameters
     ("/api/metrics/export", "format=xml", "json, prometheus, influxdb"),
+    ("/api/metrics/export", "format=JSON", "json, prometheus, influxdb"),
+    ("/api/metrics/export", "format=json%27%3B%20DROP%20TABLE%20performance_events%3B--",
+     "json, prometheus, influxdb"),
     ("/api/metrics/export", "prefix=9x", "prefix"),
+    ("/api/metrics/export", "prefix=x%20y", "letters, digits or underscores"),
     ("/api/metrics/export", "format=json&format=json", "once"),
     ("/api/metrics/export", "fromat=json", "valid: format, prefix"),
+    ("/api/metrics", "format=json", "valid: since, until, model_id"),
+    ("/api/metrics", "x" * 5000 + "=1", "valid: since, until, model_id"),
+    # absurd lengths
     ("/api/metrics", "model_id=" + "a" * 300, "at most 256"),
+    ("/api/metrics/export", "format=" + "j" * 60_000, "at most 256"),
+    ("/api/metrics", "since=" + "9" * 257, "at most 256"),
+    # control and invisible characters
     ("/api/metrics", "model_id=a%00b", "control characters"),
     ("/api/metrics", "model_id=a%0Ab", "control characters"),
+    ("/api/metrics", "model_id=a%0D%0AX-Injected:%201", "control characters"),
+    ("/api/metrics", "model_id=a%C2%85b", "control characters"),  # NEL, a C1 control
+    ("/api/metrics", "model_id=a%E2%80%AEb", "control characters"),  # right-to-left override
+    ("/api/metrics", "since=1%E2%80%8B7", "control characters"),  # zero-width space
+    # injection attempts (values only ever reach SQL as bound parameters anyway)
+    ("/api/metrics", "model_id=x%27%20OR%20%271%27%3D%271", "letters, digits and"),
+    ("/api/metrics", "model_id=x%22%3B%20DELETE%20FROM%20performance_events", "letters, digits"),
+    ("/api/metrics", "model_id=%3Cscript%3E", "letters, digits and"),
+    ("/api/metrics", "model_id=a%2Fb%5C..", "letters, digits and"),
+    ("/api/metrics", "since=1%20OR%201%3D1", "ISO 8601"),
+    ("/api/metrics", "until=0x10", "ISO 8601"),
+    # bad time ranges
     ("/api/metrics", "since=10&until=5", "since must be <= until"),
-    ("/api/metrics", "since=yesterday", "epoch seconds"),
-    ("/api/metrics", "until=nan", "finite"),
-    ("/api/metrics", "since=-5", "finite epoch seconds >= 0"),
-    ("/api/metrics", "until=1e400", "finite"),
-])
+    ("/api/metrics", "since=yesterday", "ISO 8601"),
+    ("/api/metrics", "since=2026-13-45", "ISO 8601"),
+    ("/api/metrics", "until=nan", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics", "until=inf", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics", "since=-5", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics", "until=1e400", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics", "until=1e300", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics/export", "format=prometheus&until=253402300800", "9999-12-31"),
+    ("/api/metrics", "since=99999999999999999999999", "1970-01-01 to 9999-12-31"),
+    ("/api/metrics", "since=5000000d", "ISO 8601"),  # a duration reaching before 1970
+    ("/api/metrics/export", "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+     "since must be <= until"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "words"), BAD_PARAMETERS)
 def test_bad_parameters_are_400_naming_the_valid_values(
-    server: MetricsServer, path: str, query: str, word: str
+    server: MetricsServer, path: str, query: str, words: str
 ) -> None:
     r = httpx.get(f"{server.url}{path}?{query}")
     assert r.status_code == 400, r.text
-    assert word in r.json()["error"]
+    assert r.headers["content-type"] == "application/json"
+    assert words in r.json()["error"]
+    assert len(r.json()["error"]) < 400  # the input is quoted cut short, not echoed whole
+
+
+@pytest.mark.parametrize(("path", "query", "words"), BAD_PARAMETERS)
+def test_bad_parameters_are_400_on_the_asgi_app_too(
+    asgi: TestClient, path: str, query: str, words: str
+) -> None:
+    r = asgi.get(f"{path}?{query}")
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize("query", [
+    "since=1700000020", "since=1.70000002e9", "since=2023-11-14T22:13:40Z",
+    "since=2023-11-14T22:13:40%2B00:00", "until=1700000020&since=", "since=20000d",
+])
+def test_time_parameters_take_the_clis_forms(server: MetricsServer, query: str) -> None:
+    r = httpx.get(f"{server.url}/api/metrics?{query}")
+    assert r.status_code == 200, r.text
+    total = r.json()["overall"]["total_requests"]
+    assert total == (10 if query.startswith("until") else 5 if "20000d" not in query else 15)
+
+
+@pytest.mark.parametrize("model_id", [
+    "dream", "meta-llama/Llama-3.1-8B-Instruct", "llama3.1:8b", "ft:gpt-4o:org:x@rev",
+    "a=1", "--", "~/x+y", "modèle",
+])
+def test_user_values_reach_sql_only_as_bound_parameters(
+    seeded: MetricsDatabase, server: MetricsServer, model_id: str
+) -> None:
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(seeded.engine, "before_cursor_execute", seen)
+    try:
+        for path in ("/api/metrics", "/api/metrics/export?format=prometheus",
+                     "/api/metrics/export?format=json"):
+            sep = "&" if "?" in path else "?"
+            r = httpx.get(f"{server.url}{path}{sep}model_id={quote(model_id, safe='')}"
+                          "&since=1700000001.25")
+            assert r.status_code == 200, r.text
+    finally:
+        event.remove(seeded.engine, "before_cursor_execute", seen)
+    assert statements
+    assert not [s for s in statements if model_id in s or "1700000001.25" in s]
+    expected = 13 if model_id == "dream" else 0
+    assert r.json()["summary"]["overall"]["total_requests"] == expected
 
 
 def test_a_broken_database_is_503_not_500(
