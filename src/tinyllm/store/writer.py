@@ -103,7 +103,8 @@ def _redaction_module() -> Any:
 
 
 def _make_encoder() -> Callable[[Any], str]:
-    """``encode(obj) -> str``: JSON like ``json.dumps(obj, default=str, ensure_ascii=False)``.
+    """``encode(obj) -> str``: JSON like ``json.dumps(obj, default=str, ensure_ascii=False)``
+    (compact: orjson's separators).
 
     ``json.dumps`` builds a new C encoder object on every call; for a metadata dict of a
     few keys that set-up cost more than the encoding (measured: ~40 % of the call). One
@@ -120,8 +121,25 @@ def _make_encoder() -> Callable[[Any], str]:
                    False, True)
     join = "".join
 
-    def encode(obj: Any) -> str:
+    def stdlib(obj: Any) -> str:
         return join(encoder(obj, 0))
+
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a dependency; kept optional for embedders
+        return stdlib
+    dumps, fallback_errors = orjson.dumps, (TypeError, orjson.JSONEncodeError)
+    options = orjson.OPT_NON_STR_KEYS
+
+    def encode(obj: Any) -> str:
+        # orjson encodes a metadata dict in ~0.7 us against the C encoder's ~5 us: the
+        # biggest share of the writer's GIL-bound work. What it refuses (an int past 64
+        # bits, NaN is fine: it writes null) goes through the stdlib encoder, so the
+        # stored text is always valid JSON and an event is never lost to the choice.
+        try:
+            return dumps(obj, default=str, option=options).decode()
+        except fallback_errors:
+            return stdlib(obj)
 
     return encode
 
