@@ -82,3 +82,30 @@ def test_no_stream_prints_the_whole_answer() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "TTFT" in result.stderr  # the embedded model streams internally either way
+
+
+def test_openai_provider_sends_the_options_and_the_api_key() -> None:
+    import json
+
+    from tests.support.fault_server import FaultServer, Reply
+
+    answer = {"choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "4"}}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 1}}
+    with FaultServer(fallback=Reply(body=json.dumps(answer).encode())) as server:
+        result = run("run", "What is 2+2?", "--provider", "openai", "--base-url",
+                     f"{server.url}/v1", "--model", "served-model", "--api-key", "sk-test-123",
+                     "--max-tokens", "5", "--temperature", "0.5", "--no-stream")
+        exchanges = list(server.exchanges)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4\n"
+    assert "tokens in 9 / out 1" in result.stderr
+    assert len(exchanges) == 1
+    sent = exchanges[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers.get("authorization") == "Bearer sk-test-123"
+    body = sent.json
+    assert (body["model"], body["max_tokens"], body["temperature"], body["stream"]) == (
+        "served-model", 5, 0.5, False)
+    assert body["messages"][-1]["content"].endswith("Question: What is 2+2?\nAnswer:")
+    assert "sk-test-123" not in result.stderr
