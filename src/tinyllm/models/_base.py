@@ -41,6 +41,7 @@ from tinyllm.resilience import (
     Timeouts,
     counts_as_failure,
     get_circuit_breaker,
+    get_rate_limiter,
     retry_call,
 )
 
@@ -154,7 +155,8 @@ class ModelClient(ABC):
     * ``timeouts`` (connect, read, whole request, gap between streamed tokens),
     * ``retry`` (a ``RetryPolicy``; ``RetryPolicy(max_attempts=1)`` turns retries off),
     * ``breaker`` (default: the process-wide breaker for this model; ``False``: none),
-    * ``rate_limit`` (requests per second for this model; None: unlimited),
+    * ``rate_limit`` (requests per second for this model, shared by every client of
+      the model; or a ``RateLimiter``; None: unlimited),
     * ``cache`` (a ``ResponseCache`` for deterministic, non-streamed calls),
     * ``lifecycle`` (default: the process-wide one, which feeds every sink).
     """
@@ -188,7 +190,7 @@ class ModelClient(ABC):
             breaker = _shared_breaker(model, self._collector)
         self.breaker: CircuitBreaker | None = breaker or None
         if isinstance(rate_limit, int | float) and not isinstance(rate_limit, bool):
-            rate_limit = RateLimiter(rate_limit, model=model, collector=self._collector)
+            rate_limit = _shared_limiter(model, float(rate_limit), self._collector)
         if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
             raise TypeError("rate_limit must be requests per second (a number) or a RateLimiter")
         self.rate_limiter: RateLimiter | None = rate_limit
@@ -409,6 +411,23 @@ def _shared_breaker(model: str, collector: MetricsCollector) -> CircuitBreaker:
     found = breakers.get(model)
     if found is None:
         found = breakers.setdefault(model, CircuitBreaker(model, collector=collector))
+    return found
+
+
+def _shared_limiter(model: str, rate: float, collector: MetricsCollector) -> RateLimiter:
+    """The one token bucket per model (process-wide for the default collector), so two
+    clients of one model share its rate instead of each getting the whole of it."""
+    from tinyllm.metrics.collector import get_metrics_collector
+
+    if collector is get_metrics_collector():
+        return get_rate_limiter(model, rate)
+    limiters: dict[str, RateLimiter] = collector.__dict__.setdefault("_limiters", {})
+    found = limiters.get(model)
+    if found is None:
+        found = limiters.setdefault(model, RateLimiter(rate, model=model, collector=collector))
+    elif found.rate != rate:
+        raise ValueError(f"model {model!r} already has a rate limit of {found.rate:g}/s; "
+                         f"got {rate:g}/s")
     return found
 
 

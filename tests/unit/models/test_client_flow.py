@@ -191,3 +191,15 @@ def test_bad_arguments_name_what_is_wrong(kwargs: dict[str, object], message: st
 def test_unknown_provider_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="valid: local, ollama, openai"):
         get_client("bard")
+
+
+def test_rate_limit_is_one_bucket_per_model_and_every_wait_is_recorded(
+        registry: CollectorRegistry, collector: MetricsCollector) -> None:
+    a = Scripted([tokens("x"), tokens("y")], collector=collector, breaker=False, rate_limit=50)
+    b = Scripted([tokens("z")], collector=collector, breaker=False, rate_limit=50)
+    assert a.rate_limiter is b.rate_limiter  # both clients of model "m" share one bucket
+    for client in (a, b, a):
+        client.generate("q")
+    assert v(registry, "tinyllm_rate_limit_wait_seconds_count", model="m") == 3
+    with pytest.raises(ValueError, match="already has a rate limit of 50/s"):
+        Scripted([], collector=collector, breaker=False, rate_limit=10)
