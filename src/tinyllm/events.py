@@ -616,7 +616,6 @@ def emit_error_event(
     error: BaseException,
     category: EventCategory | str = EventCategory.SYSTEM,
     data: Mapping[str, Any] | None = None,
-    trace_id: str | None = None,
 ) -> Event:
     """Emit an ``ERROR`` event describing ``error``.
 
@@ -645,8 +644,7 @@ def emit_error_event(
     details["traceback"] = (
         "".join(traceback.format_exception(error)) if error.__traceback__ is not None else ""
     )
-    return emit_event("error", category, EventSeverity.ERROR, message, details,
-                      trace_id=trace_id)
+    return emit_event("error", category, EventSeverity.ERROR, message, details)
 
 
 class RequestErrorObserver:

@@ -340,3 +340,12 @@ def test_pipeline_health_counters(collector: MetricsCollector) -> None:
                  signal="traces") == 1
     with pytest.raises(ValueError, match="count"):
         collector.increment_log_records_dropped("sampled", -1)
+
+
+def test_record_model_load_observes_a_load_timed_elsewhere(
+        registry: CollectorRegistry, collector: MetricsCollector) -> None:
+    collector.record_model_load(1.5, model="llama3")
+    assert registry.get_sample_value("tinyllm_model_load_duration_seconds_sum",
+                                     {"model": "llama3"}) == 1.5
+    with pytest.raises(ValueError, match="duration must be a finite number >= 0"):
+        collector.record_model_load(-1, model="llama3")

@@ -122,7 +122,7 @@ class _ModelLoad(_Timed):
 
     def _finish(self, elapsed: float, exc: BaseException | None) -> None:
         if exc is None:
-            self._c._child("model_load_duration_seconds", (self._model,)).observe(elapsed)
+            self._c.record_model_load(elapsed, self._model)
         else:
             # A failed load took no "load time". It gets its own counter rather than
             # errors_total: the request that needed the model fails and is counted there
@@ -199,6 +199,12 @@ class MetricsCollector:
         return _ModelLoad(self, model)
 
     # -- errors and circuit breaker -----------------------------------------------------
+
+    def record_model_load(self, duration: float, model: str = "unknown") -> None:
+        """Observe a model load that took ``duration`` seconds, measured elsewhere
+        (e.g. Ollama's own ``load_duration``); ``track_model_load`` times one itself."""
+        check_amount("duration", duration)
+        self._child("model_load_duration_seconds", (model,)).observe(duration)
     def increment_error_count(
         self, error_type: str = "unknown", model: str = "unknown", graph: str = "default"
     ) -> None:

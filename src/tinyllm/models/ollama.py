@@ -120,5 +120,4 @@ class OllamaClient(HTTPModelClient):
 
     def _record_load(self, nanoseconds: Any) -> None:
         if isinstance(nanoseconds, int) and nanoseconds >= _REAL_LOAD_SECONDS * 1e9:
-            self._collector._child("model_load_duration_seconds", (self.model,)).observe(
-                nanoseconds / 1e9)
+            self._collector.record_model_load(nanoseconds / 1e9, self.model)

