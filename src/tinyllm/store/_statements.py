@@ -42,7 +42,7 @@ Sender = Callable[[Connection, Sequence[tuple[Any, ...]]], None]
 ROW_KEYS = ("model_id", "user_id", "event_type", "duration", "timestamp", "metadata")
 _SUMS_KEYS = ("bucket", "event_type", "endpoint", "model_id", "requests", "errors",
               "duration_sum", "tokens")
-_BINS_KEYS = ("bucket", "event_type", "model_id", "bin", "count")
+_BINS_KEYS = ("event_type", "bin", "model_id", "bucket", "count")
 #: Most rows per multi-row statement: bigger chunks mean fewer GIL round trips, and
 #: past ~2,000 rows the gain is gone while the statement text keeps growing.
 _MAX_ROWS = 2000
@@ -185,6 +185,6 @@ def make_upsert(engine: Engine) -> Callable[[Connection, Any, Any], None]:
                 for k, v in sorted(sums.items())
             ])
         if bins:
-            bins_send(conn, [(k[0], k[1], k[2], k[3], v) for k, v in sorted(bins.items())])
+            bins_send(conn, sorted([(k[1], k[3], k[2], k[0], v) for k, v in bins.items()]))
 
     return upsert

@@ -38,6 +38,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from tinyllm.store import schema
 from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
+from tinyllm.store._wal import WalCheckpointer
 from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events, parse_metadata
 
 __all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
@@ -87,6 +88,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Checkpoints run on a thread of their own (store/_wal.py), not inside our commits.
+    cur.execute("PRAGMA wal_autocheckpoint=0")
     cur.close()
 
 
@@ -193,10 +196,13 @@ class MetricsDatabase:
         self._wake = threading.Event()
         self._wake_at = batch_size
         self._closed = False
+        # SQLite: WAL checkpoints off the commit path (the connections turn the
+        # automatic ones off in _sqlite_pragmas; see _wal).
+        self._wal = WalCheckpointer(engine) if self.dialect == "sqlite" else None
         self._writer = Writer(
             engine, self._queue, self._wake, batch_size=batch_size,
             interval=float(flush_interval), on_drop=self._drop, upsert=self._upsert,
-            insert=insert,
+            insert=insert, after_commit=None if self._wal is None else self._wal.poke,
         )
         _open.add(self)
 
@@ -322,6 +328,8 @@ class MetricsDatabase:
         self._closed = True
         self._max = -1  # record_event's one bound check now drops as "closed"
         self._writer.close(timeout)
+        if self._wal is not None:
+            self._wal.close(timeout)
         self.engine.dispose()
         _open.discard(self)
 

@@ -63,6 +63,9 @@ Inserter = Callable[[Any, list[Row]], None]
 _RETRYABLE = ("db_locked", "db_unavailable")
 #: Most prepared batches committed in one transaction (and waiting to be).
 _GROUP = 8
+#: Events prepared between two GIL hand-overs (see ``Writer._prepare``): ~0.5 ms of work.
+_SLICE = 128
+_hand_over_gil = time.sleep
 
 
 class _Flush:
@@ -133,9 +136,15 @@ def _make_encoder() -> Callable[[Any], str]:
 
     def encode(obj: Any) -> str:
         # orjson encodes a metadata dict in ~0.7 us against the C encoder's ~5 us: the
-        # biggest share of the writer's GIL-bound work. What it refuses (an int past 64
-        # bits, NaN is fine: it writes null) goes through the stdlib encoder, so the
-        # stored text is always valid JSON and an event is never lost to the choice.
+        # biggest share of the writer's GIL-bound work. Plain dumps() first: passing
+        # default= and option= costs another ~0.25 us per call, and only a dict with
+        # non-str keys or values orjson does not know needs them. What orjson refuses
+        # even then (an int past 64 bits; NaN is fine: it writes null) goes through the
+        # stdlib encoder, so the stored text is always valid JSON and no event is lost.
+        try:
+            return dumps(obj).decode()
+        except fallback_errors:
+            pass
         try:
             return dumps(obj, default=str, option=options).decode()
         except fallback_errors:
@@ -183,6 +192,7 @@ class Writer:
         on_drop: Callable[[str, int, BaseException | None], None],
         upsert: Callable[[Any, Sums, Bins], None],
         insert: Inserter,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._queue = queue
@@ -194,7 +204,8 @@ class Writer:
         self._insert = insert
         self._closing = False
         self._endpoints: dict[str, str] = {}
-        self._encode = _make_encoder()
+        self._encode_json = _make_encoder()
+        self._after_commit = after_commit
         self._redaction = _redaction_module()
         if self._redaction is None or getattr(self._redaction, "redact", None) is None:
             self._redaction = None
@@ -277,14 +288,32 @@ class Writer:
     def _prepare(self, batch: list[Event], marker: _Flush | None) -> _Work:
         """Redact and encode ``batch`` into rows and fold it into roll-up increments.
 
+        Works through the batch in slices of ``_SLICE`` events and hands the GIL over
+        between slices (``time.sleep(0)``): the committing thread spends most of its time
+        in SQLite with the GIL released, and each time it comes back it would otherwise
+        wait for this busy thread to be forced off, up to the interpreter's switch
+        interval (5 ms), with the database idle meanwhile. Measured: +25-35 % ingest.
+
         An event whose metadata cannot be redacted or encoded is dropped alone and
         counted (``invalid_event``)."""
         redact, is_clean = self._redactors()
-        encode = self._encode
         rows: list[Row] = []
+        sums: Sums = {}
+        bins: Bins = {}
+        endpoints = self._endpoints
+        for start in range(0, len(batch), _SLICE):
+            kept = self._encode(batch[start:start + _SLICE], rows, redact, is_clean)
+            fold_events(sums, bins, endpoints, kept)
+            _hand_over_gil(0)
+        return _Work(rows, sums, bins, len(rows), marker)
+
+    def _encode(self, part: list[Event], rows: list[Row], redact: Redactor | None,
+                is_clean: Callable[[Any], bool] | None) -> list[Event]:
+        """Append ``part``'s rows to ``rows``; returns the events as stored (redacted)."""
+        encode = self._encode_json
         append = rows.append
-        bad: list[int] = []
-        for i, event in enumerate(batch):
+        failed = False
+        for i, event in enumerate(part):
             event_type, duration, model_id, user_id, ts, md = event
             if md is None:
                 append((model_id, user_id, event_type, duration, ts, None))
@@ -294,20 +323,15 @@ class Writer:
                 # (the common case: flat, known keys, plain values) is kept as is.
                 if redact is not None and (is_clean is None or not is_clean(md)):
                     md = redact(md)
-                    batch[i] = (event_type, duration, model_id, user_id, ts, md)
+                    part[i] = (event_type, duration, model_id, user_id, ts, md)
                 text = encode(md)
             except Exception as exc:  # a redactor or encoder failure loses this event only
                 self._on_drop("invalid_event", 1, exc)
-                bad.append(i)
+                part[i] = None  # type: ignore[call-overload]
+                failed = True
                 continue
             append((model_id, user_id, event_type, duration, ts, text))
-        if bad:
-            skip = set(bad)
-            batch = [e for i, e in enumerate(batch) if i not in skip]
-        sums: Sums = {}
-        bins: Bins = {}
-        fold_events(sums, bins, self._endpoints, batch)
-        return _Work(rows, sums, bins, len(rows), marker)
+        return [e for e in part if e is not None] if failed else part
 
     # -- the committing thread -----------------------------------------------------------
     def _commit_loop(self) -> None:
@@ -370,6 +394,8 @@ class Writer:
                 self._on_drop(drop_reason(exc), len(rows), exc)
                 return
             self.written += len(rows)
+            if self._after_commit is not None:
+                self._after_commit()
             return
 
 

@@ -1,0 +1,127 @@
+"""SQLite storage details: WAL checkpoints off the commit path, the roll-up table layout,
+and databases written with the earlier roll-up layout."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from tinyllm.store import MetricsDatabase
+from tinyllm.store._wal import WalCheckpointer
+
+
+def test_store_connections_leave_checkpoints_to_the_checkpointer(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    db = make_db()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_commits_are_checkpointed_and_the_wal_is_reused(
+    tmp_path: Path, make_db: Callable[..., MetricsDatabase],
+) -> None:
+    db = make_db(batch_size=500)
+    wal = db._wal
+    assert wal is not None
+    for round_ in range(6):
+        for i in range(3000):
+            db.record_event("llm_generate", 0.1, model_id="m", timestamp=1e9 + i,
+                            metadata={"token_count": i, "round": round_})
+        assert db.flush()
+    deadline = time.monotonic() + 10
+    while wal.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert wal.checkpoints >= 1
+    # Without checkpoints 18,000 events would need ~1,000 WAL frames of 4 KB; with them
+    # the WAL restarts from the beginning once it has been copied.
+    assert (tmp_path / "metrics.db-wal").stat().st_size < 18_000 * 150
+    assert db.get_summary()["overall"]["total_requests"] == 18_000
+    db.close()
+    conn = sqlite3.connect(tmp_path / "metrics.db")
+    assert conn.execute("SELECT count(*) FROM performance_events").fetchone() == (18_000,)
+    conn.close()
+
+
+def test_a_failing_checkpoint_is_logged_once_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = create_engine("sqlite://")
+    calls = []
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("database is locked")
+
+    engine.connect = refuse  # type: ignore[method-assign,assignment]
+    caplog.set_level(logging.DEBUG, logger="tinyllm.store")
+    wal = WalCheckpointer(engine)
+    for _ in range(3):
+        wal.poke()
+        deadline = time.monotonic() + 5
+        seen = len(calls)
+        while len(calls) == seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+    wal.close(timeout=5)
+    assert len(calls) >= 3 and wal.checkpoints == 0
+    failures = [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
+    assert len(failures) == 1
+
+
+def test_rollup_tables_are_clustered_by_their_primary_key(
+    tmp_path: Path, make_db: Callable[..., MetricsDatabase],
+) -> None:
+    make_db().close()
+    conn = sqlite3.connect(tmp_path / "metrics.db")
+    ddl = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+    for table in ("performance_rollups", "performance_latency_bins"):
+        assert ddl[table].rstrip().endswith("WITHOUT ROWID"), table
+    # The quantiles' GROUP BY (event_type, bin) reads the bins in primary-key order.
+    pk = sorted((row[5], row[1]) for row in
+                conn.execute("PRAGMA table_info(performance_latency_bins)") if row[5])
+    assert [name for _, name in pk] == ["event_type", "bin", "model_id", "bucket"]
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT event_type, bin, sum(count) FROM performance_latency_bins "
+        "GROUP BY event_type, bin"))
+    assert "TEMP B-TREE" not in plan
+    conn.close()
+
+
+OLD_ROLLUPS = """
+CREATE TABLE performance_rollups (bucket INTEGER NOT NULL, event_type TEXT NOT NULL,
+    endpoint TEXT NOT NULL, model_id TEXT NOT NULL, requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL, duration_sum REAL NOT NULL, tokens INTEGER NOT NULL,
+    PRIMARY KEY (bucket, event_type, endpoint, model_id));
+CREATE TABLE performance_latency_bins (bucket INTEGER NOT NULL, event_type TEXT NOT NULL,
+    model_id TEXT NOT NULL, bin INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (bucket, event_type, model_id, bin));
+CREATE INDEX ix_performance_latency_bins_quantiles ON performance_latency_bins
+    (event_type, bin, model_id, bucket, count);
+"""
+
+
+def test_a_store_with_the_earlier_rollup_layout_keeps_working(
+    tmp_path: Path, make_db: Callable[..., MetricsDatabase],
+) -> None:
+    path = tmp_path / "metrics.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_ROLLUPS)
+    conn.close()
+    db = make_db()
+    for i in range(10):
+        db.record_event("diffusion_generate", 1.0 + i, model_id="m", timestamp=1e9 + i,
+                        metadata={"success": i != 3, "token_count": 2})
+    db.record_event("diffusion_generate", 1.0, model_id="m", timestamp=1e9 + 20)
+    assert db.flush() and db.dropped == {}
+    summary = db.get_summary()
+    assert summary["overall"]["total_requests"] == 11
+    assert summary["endpoints"]["generate"]["errors"] == 1
+    assert summary["tokens_by_event_type"] == {"diffusion_generate": 20}
+    assert summary["latency_quantiles_by_event_type"]["diffusion_generate"]["p50"] > 1.0
