@@ -18,9 +18,11 @@ redacted or serialised is dropped alone (``invalid_event``), not with its batch.
 Why it is built this way (measured at 1,000,000 events; docs/performance.md has the
 figures): ``json.dumps`` builds a C encoder per call, so one is built once; redaction
 walks every dict, so a flat dict of plain values the policy has already seen is
-recognised with a cheap check; and the SQLite statements are multi-row (see
+recognised with a cheap check; the SQLite statements are multi-row (see
 ``_statements``), because a thread that releases the GIL once per row crawls while
-another thread runs Python.
+another thread runs Python; and the preparing thread hands the GIL to the committing
+one every ``_SLICE`` events, for the same reason. On SQLite, WAL checkpoints run on a
+thread of their own (``_wal``), poked after each commit.
 """
 
 from __future__ import annotations
