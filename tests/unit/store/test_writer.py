@@ -165,6 +165,27 @@ def test_an_unencodable_event_is_dropped_alone(
     assert summary["tokens_by_event_type"] == {"diffusion_generate": 3}
 
 
+def test_unencodable_events_in_later_slices_of_a_batch_are_dropped_alone(
+    make_db: Callable[..., MetricsDatabase], store_collector: MetricsCollector
+) -> None:
+    # One batch of 600 events, prepared in slices of 128: the bad events sit in the
+    # first, a middle and the last slice, and only they are lost.
+    db = make_db(batch_size=600)
+    bad = {3, 130, 599}
+    for i in range(600):
+        md: dict[Any, Any] = {(1, 2): "x"} if i in bad else {"token_count": 1, "n": i}
+        db.record_event("diffusion_generate", 1.0, model_id="m", timestamp=1e9 + i,
+                        metadata=md)
+    assert db.flush()
+    assert db.dropped == {"invalid_event": 3}
+    assert dropped(store_collector, "invalid_event") == 3
+    summary = db.get_summary()
+    assert summary["overall"]["total_requests"] == 597
+    assert summary["tokens_by_event_type"] == {"diffusion_generate": 597}
+    assert sorted(e["metadata"]["n"] for e in db.iter_events()) == \
+        [i for i in range(600) if i not in bad]
+
+
 class _Hostile(Mapping[str, Any]):
     """Metadata that survives encoding (default=str) but breaks the roll-up rule."""
 
