@@ -129,6 +129,9 @@ def run(
         # A graph ending in a transform streams nothing: its output is printed whole.
         sys.stdout.write("\n" if streamed else answer + "\n")
         sys.stdout.flush()
+        if store is not None:
+            # The run's request is in the store (and on /api/metrics) before we say so.
+            store.flush()
         err_console.print(totals.line(elapsed))
         if server is not None:
             _serve_until_signal(server)
