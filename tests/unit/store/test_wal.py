@@ -50,6 +50,26 @@ def test_commits_are_checkpointed_and_the_wal_is_reused(
     conn.close()
 
 
+def test_writes_that_do_not_poke_are_checkpointed_by_the_timer(tmp_path: Path) -> None:
+    # prune() and rebuild_rollups() write through the engine without poking.
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        conn.exec_driver_sql("CREATE TABLE t (x TEXT)")
+    wal = WalCheckpointer(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO t SELECT hex(randomblob(500)) FROM "
+                             "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                             "FROM n WHERE i < 2000) SELECT i FROM n)")
+    deadline = time.monotonic() + 5
+    while wal.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    checkpoints = wal.checkpoints  # before close(), which runs one of its own
+    wal.close(timeout=5)
+    assert checkpoints >= 1
+
+
 def test_a_failing_checkpoint_is_logged_once_and_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
