@@ -142,8 +142,11 @@ class MetricsDatabase:
             ``postgresql://user@host/db`` URL (driven by psycopg 3).
         queue_size: events held in memory before ``record_event`` starts dropping
             (counted as ``reason="queue_full"``).
-        batch_size: most events prepared (redacted, encoded, folded) together. A writer
-            that falls behind commits several batches (up to 8) in one transaction.
+        batch_size: most events prepared (redacted, encoded, folded) and committed
+            together. A writer that falls behind commits several batches (up to 8) in
+            one transaction. Bigger batches upsert each roll-up row once for more
+            events: 8,192 ingests 10-20 % faster than 2,000 (docs/performance.md). A
+            batch never waits to fill: the writer takes what is queued.
         flush_interval: how long an event may wait before the writer wakes, seconds.
         collector: where drops are counted (default: the process-wide collector).
 
@@ -159,7 +162,7 @@ class MetricsDatabase:
         target: str | os.PathLike[str] = DEFAULT_TARGET,
         *,
         queue_size: int = 100_000,
-        batch_size: int = 2000,
+        batch_size: int = 8192,
         flush_interval: float = 0.1,
         collector: Any = None,
     ) -> None:

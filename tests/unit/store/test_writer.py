@@ -252,6 +252,28 @@ def test_each_flush_covers_its_own_threads_events(
     assert summary["tokens_by_event_type"]["diffusion_generate"] == 4 * 5 * sum(range(300))
 
 
+def test_a_burst_is_prepared_in_batches_of_the_default_size(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    # 8,192 (not 2,000): each roll-up row is upserted once for more events (+10-20 %
+    # ingest, docs/performance.md). The writer wakes when the queue reaches the batch
+    # size (no timer wake-up within 60 s), so the first batch is exactly one full batch.
+    db = make_db(flush_interval=60)
+    sizes: list[int] = []
+    prepare = db._writer._prepare
+
+    def spy(batch: list[Any], marker: Any) -> Any:
+        sizes.append(len(batch))
+        return prepare(batch, marker)
+
+    db._writer._prepare = spy  # type: ignore[method-assign]
+    for i in range(8192 + 10):
+        db.record_event("diffusion_generate", 0.5, model_id="m", timestamp=1e9 + i)
+    assert db.flush() and db.dropped == {}
+    assert sizes[0] == 8192 and sum(sizes) == 8202
+    assert db.get_summary()["overall"]["total_requests"] == 8202
+
+
 def test_record_event_converts_ints_and_rejects_floats_too_big(db: MetricsDatabase) -> None:
     db.record_event("diffusion_generate", 2, model_id="m", timestamp=1_700_000_000)
     with pytest.raises(ValueError, match="duration"):
