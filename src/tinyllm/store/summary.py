@@ -13,12 +13,13 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from tinyllm.store import schema
-from tinyllm.store.writer import Bins, Sums, fold_events, parse_metadata
+from tinyllm.store.writer import Bins, Event, Sums, fold_events, parse_metadata
 
 __all__ = ["QUANTILES", "Totals", "build_summary", "plan_range", "quantile", "totals"]
 
@@ -27,6 +28,7 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 _Edge = tuple[float, float]
 _EMPTY = (0, 0)
+_PAGE = 2000  # raw rows fetched per round trip at a range's edges
 
 
 def plan_range(
@@ -92,6 +94,14 @@ def _raw(query: Any, edge: _Edge, model_id: str | None) -> Any:
     return query
 
 
+def _edge_events(conn: Connection, query: Any) -> Iterator[Event]:
+    """The raw rows of ``query`` (event_type, duration, model_id, timestamp, metadata) as
+    events, fetched ``_PAGE`` rows at a time (row by row cost ~3 us more per row)."""
+    for rows in conn.execute(query).partitions(_PAGE):
+        for et, dur, mid, ts, md in rows:
+            yield (et, float(dur), mid, "", float(ts), parse_metadata(md))
+
+
 def totals(conn: Connection, since: float | None, until: float | None,
            model_id: str | None) -> Totals:
     """Everything the summary and the exports aggregate, over ``[since, until)``."""
@@ -105,27 +115,31 @@ def totals(conn: Connection, since: float | None, until: float | None,
                        func.sum(r.c.tokens)).group_by(r.c.event_type, r.c.endpoint)
         for et, ep, n, errs, dsum, tok in conn.execute(_where(query, r, bucket, model_id)):
             out.add(et, ep, int(n), int(errs), float(dsum), int(tok))
+    hist_bucket, hist_edges = plan_range(since, until, schema.HIST_SECONDS)
+    # With one granularity for both (the default), the edges' histograms come out of
+    # the same fold as their sums: the raw rows at the edges are read once.
+    edge_bins = hist_edges == edges
     for edge in edges:
         sums: Sums = {}
         scratch: Bins = {}
-        endpoints: dict[str, str] = {}
         query = select(e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
                        e.c.metadata)
-        fold_events(sums, scratch, endpoints, (
-            (et, float(dur), mid, "", float(ts), parse_metadata(md))
-            for et, dur, mid, ts, md in conn.execute(_raw(query, edge, model_id))))
+        fold_events(sums, scratch, {}, _edge_events(conn, _raw(query, edge, model_id)))
         for (_bucket, et, ep, _model), (n, errs, dsum, tok) in sums.items():
             out.add(et, ep, n, int(errs), dsum, tok)
-    bucket, edges = plan_range(since, until, schema.HIST_SECONDS)
-    if bucket != _EMPTY:
+        if edge_bins:
+            for (_bucket, et, _model, bn), count in scratch.items():
+                out.add_bin(et, bn, count)
+    if hist_bucket != _EMPTY:
         query = select(b.c.event_type, b.c.bin, func.sum(b.c.count)).group_by(
             b.c.event_type, b.c.bin)
-        for et, bn, count in conn.execute(_where(query, b, bucket, model_id)):
+        for et, bn, count in conn.execute(_where(query, b, hist_bucket, model_id)):
             out.add_bin(et, int(bn), int(count))
-    for edge in edges:
+    for edge in [] if edge_bins else hist_edges:
         query = select(e.c.event_type, e.c.duration)
-        for et, dur in conn.execute(_raw(query, edge, model_id)):
-            out.add_bin(et, schema.latency_bin(float(dur)), 1)
+        for rows in conn.execute(_raw(query, edge, model_id)).partitions(_PAGE):
+            for et, dur in rows:
+                out.add_bin(et, schema.latency_bin(float(dur)), 1)
     return out
 
 

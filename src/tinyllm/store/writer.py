@@ -463,11 +463,68 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
         bins[hkey] = bins.get(hkey, 0) + 1
 
 
+#: orjson reads an int outside [-2**63, 2**64) as a float: a float at or past these
+#: bounds may have been such an int (NaN, compared, is caught too).
+_I64_MIN, _U64_END = -(2.0**63), 2.0**64
+
+
+def _no_wide_floats(obj: Any) -> bool:
+    """False when ``obj`` (parsed JSON) holds a float orjson may have made of a wide int."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not _I64_MIN < item < _U64_END:
+                return False
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return True
+
+
+def _make_loads() -> Callable[[str], Any]:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a dependency; kept optional for embedders
+        return json.loads
+    fast, stdlib, refused = orjson.loads, json.loads, (orjson.JSONDecodeError, UnicodeError)
+
+    def loads(text: str) -> Any:
+        # orjson parses a metadata dict ~4x faster. The stdlib reads what orjson refuses
+        # (NaN/Infinity literals, which the stdlib writes; lone surrogates) and any text
+        # whose result holds a float past 64-bit int range, because orjson reads an int
+        # past 64 bits as a float: both read the same objects.
+        try:
+            obj = fast(text)
+        except refused:
+            return stdlib(text)
+        if type(obj) is dict:  # the common case, flat metadata, checked inline
+            for value in obj.values():
+                kind = type(value)
+                if (kind is float and not _I64_MIN < value < _U64_END) or \
+                        ((kind is dict or kind is list) and not _no_wide_floats(value)):
+                    return stdlib(text)
+            return obj
+        return obj if _no_wide_floats(obj) else stdlib(text)
+
+    return loads
+
+
+_loads = _make_loads()
+
+
 def parse_metadata(text: str | None) -> Any:
-    """A stored ``metadata`` column back as an object; unparsable text as ``None``."""
+    """A stored ``metadata`` column back as an object; unparsable text as ``None``.
+
+    Example:
+        >>> parse_metadata('{"token_count": 3, "t": NaN}')["token_count"], parse_metadata("{")
+        (3, None)
+    """
     if not text:
         return None
     try:
-        return json.loads(text)
+        return _loads(text)
     except ValueError:
         return None

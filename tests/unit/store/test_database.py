@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from tinyllm.metrics import MetricsCollector
 from tinyllm.store import MetricsDatabase, derive_endpoint
-from tinyllm.store.schema import HIST_SECONDS, ROLLUP_SECONDS
+from tinyllm.store.schema import HIST_SECONDS, ROLLUP_SECONDS, latency_bin
 
 from .conftest import dropped, seed_example
 
@@ -320,6 +320,43 @@ def test_time_ranges_are_exact_at_any_boundary(db: MetricsDatabase) -> None:
                              (until is None or e[2] < until))
             assert hist_total == want["n"]
     assert span > 2 * ROLLUP_SECONDS  # the ranges above cross whole roll-up buckets
+
+
+@pytest.mark.parametrize("hist_seconds", [HIST_SECONDS, 1800])
+def test_latency_histograms_are_exact_at_any_boundary(
+    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch, hist_seconds: int,
+) -> None:
+    # The histograms behind p50/p95/p99: whole hours from the roll-ups, partial hours
+    # from the raw rows (folded once with the sums when both granularities are equal,
+    # read on their own when not), against a count of every event.
+    from tinyllm.store import schema
+    from tinyllm.store.summary import totals
+
+    monkeypatch.setattr(schema, "HIST_SECONDS", hist_seconds)
+    rng = random.Random(11)
+    t0 = 1_700_000_000.0
+    span = 4 * HIST_SECONDS
+    events = [(rng.choice(["diffusion_generate", "diffusion_infill"]),
+               rng.lognormvariate(-1.0, 1.0), t0 + rng.uniform(0, span),
+               rng.choice(["a", "b"])) for _ in range(3000)]
+    for et, d, ts, model in events:
+        db.record_event(et, d, model_id=model, timestamp=ts)
+    assert db.flush()
+    ranges: list[tuple[float | None, float | None]] = [(None, None), (t0 + 10.5, None),
+                                                       (None, t0 + 5000.0)]
+    ranges += [tuple(sorted((t0 + rng.uniform(-100, span + 100),  # type: ignore[misc]
+                             t0 + rng.uniform(-100, span + 100)))) for _ in range(12)]
+    with db.engine.connect() as conn:
+        for since, until in ranges:
+            for model in (None, "a"):
+                want: dict[str, dict[int, int]] = {}
+                for et, d, ts, m in events:
+                    if (since is None or ts >= since) and (until is None or ts < until) \
+                            and model in (None, m):
+                        h = want.setdefault(et, {})
+                        h[latency_bin(d)] = h.get(latency_bin(d), 0) + 1
+                got = totals(conn, since, until, model).hist
+                assert {et: h for et, h in got.items() if h} == want, (since, until, model)
 
 
 def test_quantiles_are_within_the_bin_error(db: MetricsDatabase) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
@@ -23,7 +23,7 @@ from tinyllm.redaction import RedactionPolicy, configure_redaction, reset_redact
 from tinyllm.store import MetricsDatabase, schema
 from tinyllm.store._statements import make_insert, make_upsert
 from tinyllm.store.rules import classify, derive_endpoint
-from tinyllm.store.writer import Bins, Sums, fold_events
+from tinyllm.store.writer import Bins, Sums, fold_events, parse_metadata
 
 from .conftest import dropped
 
@@ -272,6 +272,28 @@ def test_a_burst_is_prepared_in_batches_of_the_default_size(
     assert db.flush() and db.dropped == {}
     assert sizes[0] == 8192 and sum(sizes) == 8202
     assert db.get_summary()["overall"]["total_requests"] == 8202
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.text()
+    | st.integers(min_value=-(2**80), max_value=2**80),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(_json_values)
+@example({"t": math.nan, "n": 2**64, "m": 2**64 - 1, "k": -(2**63) - 1, "j": -(2**63)})
+@example([{"deep": [2**70]}])
+@example({"inf": math.inf, "f": 1e300})
+def test_parse_metadata_reads_what_the_stdlib_reads(value: Any) -> None:
+    # orjson parses first; NaN, huge ints and the rest must come back as json.loads has
+    # them (repr tells 1 from 1.0 and shows NaN).
+    text = json.dumps(value, ensure_ascii=False)
+    if not text or text == "null":
+        return
+    assert repr(parse_metadata(text)) == repr(json.loads(text))
 
 
 def test_record_event_converts_ints_and_rejects_floats_too_big(db: MetricsDatabase) -> None:
