@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from tinyllm.store import schema
+from tinyllm.store import _wal, schema
 from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
 from tinyllm.store._wal import WalCheckpointer
 from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events, parse_metadata
@@ -88,8 +88,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
-    # Checkpoints run on a thread of their own (store/_wal.py), not inside our commits.
-    cur.execute("PRAGMA wal_autocheckpoint=0")
+    # Checkpoints run on a thread of their own (store/_wal.py), not inside our commits,
+    # except past a 64 MB WAL, where only the committing connection can make the WAL
+    # start over (_wal explains).
+    cur.execute(f"PRAGMA wal_autocheckpoint={_wal.AUTOCHECKPOINT_PAGES:d}")
+    # When the WAL starts over, its file is cut back to 64 MB (it keeps its largest
+    # size otherwise).
+    cur.execute("PRAGMA journal_size_limit=67108864")
     cur.close()
 
 
