@@ -11,8 +11,8 @@ Run ``python benchmarks/bench_store.py`` (1,000,000 events, a few minutes) or wi
    events spread over 7 days, the store the later cases read) and *live* (the same
    events stamped within the last few seconds, as a service records requests as they
    happen). They differ in the roll-ups: a batch of live events falls in one hour, a
-   batch of history (8,192 events) in about five, and touches four times as many
-   latency-bin rows.
+   batch of history (8,192 events) in one or two at N = 1M (five at 300,000), and
+   touches up to four times as many latency-bin rows.
 2. caller-side cost of ``record_event`` (the loop of case 1 alone). Goal: < 5 us.
 3. ``get_summary`` over the N events: all of them, and the last 24 hours (median of 5).
    Goal: < 100 ms at 1M.
