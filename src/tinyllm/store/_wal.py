@@ -45,9 +45,9 @@ log = logging.getLogger("tinyllm.store")
 _IDLE_WAIT = 1.0
 #: Fewest seconds between two checkpoints: pokes within it are coalesced into one. A
 #: page written by several commits (the roll-ups, the index's inner pages) is then
-#: copied once, not once per commit: +11 % ingest with events spread over days, ~+4 %
-#: live (300,000 events, medians of 4 interleaved runs). The WAL holds at most about a
-#: second of writes (~25 MB at 130,000 events/s) before it is copied and reused.
+#: copied once, not once per commit: measured +11 % ingest with events spread over
+#: days, +2-7 % live (300,000 events, medians of 4 interleaved runs), which pays for
+#: the inline checkpoints past ``AUTOCHECKPOINT_PAGES`` (the two together: even).
 _MIN_GAP = 1.0
 #: The store's connections' ``wal_autocheckpoint``: past this many WAL pages (64 MB)
 #: the committing connection checkpoints too, inline (see the module docstring).
