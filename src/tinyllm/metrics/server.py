@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import json
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,12 +40,21 @@ __all__ = ["MetricsServer", "Response", "Route", "exposition_registry", "start_m
 
 @dataclass(frozen=True)
 class Response:
-    """What a route answers."""
+    """What a route answers. With ``rest``, the answer is streamed: ``body`` first, then
+    each piece of ``rest`` as it comes (chunked transfer encoding; an HTTP/1.0 client
+    gets the pieces and the connection closed), so a large answer (the store's export
+    of a million events) is never held in memory whole.
+
+    Example:
+        >>> Response(200, b"[", "application/json", rest=iter([b"1", b"]"])).status
+        200
+    """
 
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+    rest: Iterable[bytes] | None = None
 
     @classmethod
     def json(cls, payload: Any, status: int = 200) -> Response:
@@ -116,6 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:  # never let a bug kill the server thread
                 self.server.errors += 1
                 response = Response.json({"error": "internal error"}, 500)
+        if response.rest is not None:
+            self._stream(response, send_body)
+            return
         body = response.body
         headers = dict(response.headers)
         if "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 512:
@@ -129,6 +143,50 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
+
+    def _stream(self, response: Response, send_body: bool) -> None:
+        rest = response.rest
+        assert rest is not None
+        chunked = self.request_version != "HTTP/1.0"
+        compressor = None
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            compressor = zlib.compressobj(5, zlib.DEFLATED, 31)  # 31: the gzip format
+            self.send_header("Content-Encoding", "gzip")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # HTTP/1.0 has no chunks: the end of the body is the end of the connection
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        write = self.wfile.write
+        try:
+            if not send_body:
+                return
+            for piece in itertools.chain((response.body,), rest):
+                # A sync flush per piece: each reaches the client as it is made, not when
+                # the compressor's buffer fills (pieces are large; the cost is bytes).
+                data = piece if compressor is None else \
+                    compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                if data:
+                    write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            if compressor is not None:
+                data = compressor.flush()
+                write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            if chunked:
+                write(b"0\r\n\r\n")
+        except (ConnectionError, TimeoutError):  # the client went away: nothing to tell
+            self.close_connection = True
+        except Exception:  # the status is already sent: cut the body short instead
+            self.server.errors += 1
+            self.close_connection = True
+        finally:
+            close = getattr(rest, "close", None)
+            if close is not None:
+                close()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: scrapes every few seconds would flood stderr."""

@@ -43,7 +43,9 @@ def _error(status: int, message: str) -> Response:
 
 async def _send_stream(send: Send, stream: _Stream) -> None:
     # No content-length: the server sends the body chunked as it comes. A failure after
-    # the status went out can only end the body early; it is logged, not raised.
+    # the status went out is logged, and the response is left unfinished: the server
+    # then closes the connection without chunked encoding's last chunk, so the client
+    # sees a broken answer, not a short one that looks whole.
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", stream.content_type.encode())]})
     chunk: str | None = stream.first
@@ -56,7 +58,7 @@ async def _send_stream(send: Send, stream: _Stream) -> None:
                 chunk = await asyncio.to_thread(next, stream.rest, None)
             except Exception as exc:
                 log.warning("metrics store export stopped part way: %s", exc)
-                break
+                return
         await send({"type": "http.response.body", "body": b""})
     finally:
         # A client gone mid-stream: release the export's database connection now.

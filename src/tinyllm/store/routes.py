@@ -177,12 +177,21 @@ def _handlers(
         result = export_stream(query)
         if isinstance(result, Response):
             return result
+        rest = result.rest
 
-        def body() -> Response:
-            return Response(200, (result.first + "".join(result.rest)).encode(),
-                            result.content_type)
+        def pieces() -> Iterator[bytes]:
+            try:
+                for chunk in rest:
+                    yield chunk.encode()
+            except Exception as exc:  # the 200 went out: the server cuts the body short
+                log.warning("metrics store export stopped part way: %s", exc)
+                raise
+            finally:  # a client gone mid-stream: release the export's connection now
+                close = getattr(rest, "close", None)
+                if close is not None:
+                    close()
 
-        return _guard("export", body)
+        return Response(200, result.first.encode(), result.content_type, rest=pieces())
 
     export_path = f"{api_prefix}/metrics/export"
     return ({f"{api_prefix}/metrics": summary, export_path: export}, export_path,
@@ -197,8 +206,8 @@ def store_routes(
 
     ``export_prefix`` is the export's family prefix / measurement when a request gives
     no ``prefix`` parameter (default ``tinyllm_store``; seed 004 uses ``diffusion_llm``).
-    The built-in server sends a whole body, so an export is assembled in memory here;
-    ``store_asgi_app`` streams it.
+    Exports are streamed (chunked), as from ``store_asgi_app``: memory stays flat
+    whatever the store's size.
 
     Example:
         >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
+import uvicorn
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -92,3 +97,38 @@ def test_a_broken_database_is_503_on_the_streamed_export(
             r = client.get(f"/api/metrics/export?format={fmt}")
             assert r.status_code == 503
             assert r.json() == {"error": "metrics store unavailable"}
+
+
+def test_an_export_that_fails_midway_leaves_the_answer_unfinished(
+    make_db: Callable[..., MetricsDatabase], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Under a real ASGI server (uvicorn): the 200 went out, so the app leaves the body
+    # unfinished and the server closes the connection without the last chunk; the
+    # client sees a broken answer, not a short one that looks whole.
+    db = make_db()
+
+    def failing_export(fmt: str, **_kw: object) -> Iterator[str]:
+        yield '{"events": ['
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(db, "iter_export", failing_export)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(store_asgi_app(db), host="127.0.0.1", port=port,
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"http://127.0.0.1:{port}/api/metrics/export", timeout=5)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/metrics", timeout=5).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert "export stopped part way: disk I/O error" in caplog.text
+

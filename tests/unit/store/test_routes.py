@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import zlib
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -67,6 +70,78 @@ def test_export_route(server: MetricsServer, fmt: str, ctype: str, marker: str) 
 def test_export_defaults_to_json(server: MetricsServer) -> None:
     r = httpx.get(f"{server.url}/api/metrics/export")
     assert len(r.json()["events"]) == 15
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_the_built_in_server_streams_the_export(
+    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch, encoding: str,
+) -> None:
+    # The client gets the first piece while the rest does not exist yet: the export is
+    # never assembled in memory (a 1M-event JSON export is ~290 MB).
+    release = threading.Event()
+
+    def slow_export(fmt: str, **_kw: object) -> Iterator[str]:
+        yield '{"events": ['
+        assert release.wait(10)
+        yield "1, 2]}"
+
+    monkeypatch.setattr(db, "iter_export", slow_export)
+    with start_metrics_server(port=0, registry=CollectorRegistry(),
+                              routes=store_routes(db)) as srv, \
+            httpx.stream("GET", f"{srv.url}/api/metrics/export", timeout=5,
+                         headers={"Accept-Encoding": encoding}) as r:
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in r.headers
+        # gzip: each piece is flushed as it is made, so it too arrives before the rest.
+        decode = zlib.decompressobj(31).decompress if encoding == "gzip" else bytes
+        pieces = r.iter_raw()
+        first = decode(next(pieces))
+        release.set()
+        assert first == b'{"events": ['
+        assert json.loads(first + decode(b"".join(pieces))) == {"events": [1, 2]}
+
+
+def test_an_export_that_fails_midway_is_cut_short_and_the_server_carries_on(
+    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The 200 is already sent: the body ends without chunked encoding's last chunk, so
+    # the client sees a broken answer, never a complete-looking truncated one.
+    def failing_export(fmt: str, **_kw: object) -> Iterator[str]:
+        yield '{"events": ['
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(db, "iter_export", failing_export)
+    with start_metrics_server(port=0, registry=CollectorRegistry(),
+                              routes=store_routes(db)) as srv:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"{srv.url}/api/metrics/export")
+        assert httpx.get(f"{srv.url}/api/metrics").status_code == 200
+    assert "export stopped part way: disk I/O error" in caplog.text
+
+
+def test_a_streamed_export_is_gzipped_when_asked(
+    server: MetricsServer, seeded: MetricsDatabase,
+) -> None:
+    r = httpx.get(f"{server.url}/api/metrics/export", headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    got, want = r.json(), json.loads(seeded.export("json"))
+    assert got.pop("generated_at") <= want.pop("generated_at") and got == want
+    head = httpx.head(f"{server.url}/api/metrics/export")
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_an_http_1_0_client_gets_the_export_and_the_connection_closed(
+    server: MetricsServer, seeded: MetricsDatabase,
+) -> None:
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/metrics/export?format=prometheus HTTP/1.0\r\n\r\n")
+        received = b""
+        while data := sock.recv(65536):  # the server closes: that is the body's end
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 200 OK") and b"chunked" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body.decode() == seeded.export("prometheus")
 
 
 # Every bad parameter, for both transports: (path, raw query string, words the error names).
