@@ -116,8 +116,9 @@ def test_an_export_that_fails_midway_leaves_the_answer_unfinished(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # log_config=None: uvicorn leaves the process's logging (and other tests') alone.
     server = uvicorn.Server(uvicorn.Config(store_asgi_app(db), host="127.0.0.1", port=port,
-                                           log_level="critical"))
+                                           log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
