@@ -73,13 +73,21 @@ def make_events(n: int, now: float) -> list[tuple[str, float, str, float, dict[s
     return out
 
 
-def bench_raw(path: Path, events: list[Any], batch: int = 2000) -> float:
+RAW_INSERT = ("INSERT INTO performance_events (model_id, user_id, event_type, duration, "
+              "timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def raw_db(path: Path) -> sqlite3.Connection:
+    """Raw's database: seed 004's table in WAL, synchronous=NORMAL, autocommit."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(SEED_DDL)
-    sql = ("INSERT INTO performance_events (model_id, user_id, event_type, duration, "
-           "timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)")
+    return conn
+
+
+def bench_raw(path: Path, events: list[Any], batch: int = 2000) -> float:
+    conn, sql = raw_db(path), RAW_INSERT
     dumps = json.dumps
     t0 = time.perf_counter()
     for start in range(0, len(events), batch):
@@ -186,12 +194,7 @@ def writer_stages(path: Path, events: list[Any], batch: int | None = None) -> di
 
 def raw_stages(path: Path, events: list[Any], batch: int = 2000) -> dict[str, float]:
     """bench_raw's two stages, CPU seconds, on this thread."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(SEED_DDL)
-    sql = ("INSERT INTO performance_events (model_id, user_id, event_type, duration, "
-           "timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)")
+    conn, sql = raw_db(path), RAW_INSERT
     spent = {"json.dumps + tuples": 0.0, "executemany + commit": 0.0}
     cpu = time.thread_time
     for start in range(0, len(events), batch):

@@ -64,7 +64,6 @@ class WalCheckpointer:
         self._min_gap = _MIN_GAP if min_gap is None else min_gap
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._stop = False
         self.checkpoints = 0
         self._thread = threading.Thread(target=self._run, name="tinyllm-store-checkpoint",
                                         daemon=True)
@@ -76,7 +75,6 @@ class WalCheckpointer:
 
     def close(self, timeout: float | None = None) -> None:
         """Run a last checkpoint and stop the thread."""
-        self._stop = True
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout)
@@ -86,7 +84,7 @@ class WalCheckpointer:
         while True:
             self._wake.wait(_IDLE_WAIT)
             self._wake.clear()
-            last = self._stop  # set during this checkpoint: one more runs after it
+            last = self._stopping.is_set()  # set during this checkpoint: one more runs
             try:
                 with self._engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

