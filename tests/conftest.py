@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.servers import free_port
 from tinyllm.metrics import MetricsCollector, reset_metrics_collector
 
 
@@ -31,13 +31,6 @@ def default_collector() -> Iterator[MetricsCollector]:
 
     yield get_metrics_collector()
     reset_metrics_collector()
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

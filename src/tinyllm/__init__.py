@@ -5,15 +5,15 @@ Example:
     >>> metrics = get_metrics_collector()
 """
 
+from tinyllm import _composition  # noqa: F401  (wires the default sinks into the core)
 from tinyllm._version import __version__
 from tinyllm.errors import MetricsServerError, ModelError, TinyLLMError, classify_error
+from tinyllm.http import MetricsServer, start_metrics_server
 from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.metrics import (
     InferenceContext,
     MetricsCollector,
-    MetricsServer,
     get_metrics_collector,
-    start_metrics_server,
     track_inference_request,
     track_token_generation,
     update_gpu_metrics,

@@ -3,8 +3,9 @@
 Each check is a callable that takes a timeout in seconds and returns ``(status,
 detail)``, ``status`` being ``"healthy"``, ``"degraded"`` (working, but something is
 lost or off, e.g. traces cannot be exported) or ``"unhealthy"`` (a pillar is broken).
-The overall status is the worst of the checks. Later pillars (the store, the model
-backend) add their own checks with ``register_health_check``.
+The overall status is the worst of the checks. The registry knows no pillar: tinyllm's
+own checks (metrics, events, telemetry) are registered by its composition root, and the
+store, the model backends and applications add theirs with ``register_health_check``.
 
 Example:
     >>> from tinyllm.health import register_health_check, run_health_checks
@@ -52,64 +53,23 @@ DEFAULT_TIMEOUT = 3.0
 HealthCheck = Callable[[float], tuple[str, str]]
 
 
-# -- the built-in checks ----------------------------------------------------------------
-
-
-def _check_metrics(timeout: float) -> tuple[str, str]:
-    """Every catalog family is registered and the registry collects without error."""
-    from tinyllm.metrics import get_metrics_collector
-
-    collector = get_metrics_collector()
-    if len(collector.families) == 0:
-        return UNHEALTHY, "no metric families registered"
-    # prometheus_client reports a counter "x_total" under the name "x".
-    collected = {metric.name.removesuffix("_total") for metric in collector.registry.collect()}
-    missing = sorted(
-        fam.name for fam in collector.families.values()
-        if fam.name.removesuffix("_total") not in collected
-    )
-    if missing:
-        return UNHEALTHY, f"families missing from the registry: {', '.join(missing)}"
-    return HEALTHY, f"{len(collector.families)} families registered; collect() works"
-
-
-def _check_events(timeout: float) -> tuple[str, str]:
-    """The process-wide emitter is enabled and has somewhere to send events."""
-    from tinyllm.events import get_event_emitter
-
-    emitter = get_event_emitter()
-    names = [type(h).__name__ for h in emitter.handlers]
-    if not emitter.enabled:
-        return DEGRADED, "event emitter is disabled: events are dropped"
-    if not names:
-        return DEGRADED, "event emitter has no handlers: events go nowhere"
-    return HEALTHY, f"enabled; handlers: {', '.join(names)}"
-
-
-def _check_telemetry(timeout: float) -> tuple[str, str]:
-    """The configured trace exporter answers (``not configured`` is healthy)."""
-    from tinyllm.telemetry import check_exporter
-
-    ok, detail = check_exporter(timeout)
-    # The application runs fine without its exporter; only the traces are lost.
-    return (HEALTHY if ok else DEGRADED), detail
-
-
-_DEFAULT_CHECKS: dict[str, HealthCheck] = {
-    "metrics": _check_metrics,
-    "events": _check_events,
-    "telemetry": _check_telemetry,
-}
-
-_checks: dict[str, HealthCheck] = dict(_DEFAULT_CHECKS)
+# The built-in checks (metrics, events, telemetry) are registered by the composition root
+# (tinyllm._composition) with builtin=True: this registry knows no pillar.
+_builtin: dict[str, HealthCheck] = {}
+_checks: dict[str, HealthCheck] = {}
 _checks_lock = threading.Lock()
 
 
 # -- the registry -----------------------------------------------------------------------
 
 
-def register_health_check(name: str, check: HealthCheck, *, replace: bool = False) -> None:
+def register_health_check(
+    name: str, check: HealthCheck, *, replace: bool = False, builtin: bool = False,
+) -> None:
     """Add ``check`` under ``name``; ValueError if the name is taken and not ``replace``.
+
+    ``builtin=True`` makes it one of the checks ``reset_health_checks()`` goes back to
+    (tinyllm's own: metrics, events, telemetry).
 
     Example:
         >>> register_health_check("store", lambda timeout: ("healthy", "sqlite ok"))
@@ -127,6 +87,8 @@ def register_health_check(name: str, check: HealthCheck, *, replace: bool = Fals
                 "(pass replace=True to replace it)"
             )
         _checks[name] = check
+        if builtin:
+            _builtin[name] = check
 
 
 def unregister_health_check(name: str) -> None:
@@ -149,7 +111,7 @@ def reset_health_checks() -> None:
     """Back to the built-in checks only (metrics, events, telemetry). A test seam."""
     with _checks_lock:
         _checks.clear()
-        _checks.update(_DEFAULT_CHECKS)
+        _checks.update(_builtin)
 
 
 # -- running ----------------------------------------------------------------------------

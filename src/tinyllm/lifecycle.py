@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from time import perf_counter
@@ -38,12 +37,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
-from tinyllm.settings import ENV_METRICS_DB
 
 if TYPE_CHECKING:
     from tinyllm.metrics.collector import MetricsCollector
 
-__all__ = ["Request", "RequestLifecycle", "RequestObserver", "get_lifecycle"]
+__all__ = [
+    "LifecycleSetup",
+    "Request",
+    "RequestLifecycle",
+    "RequestObserver",
+    "get_lifecycle",
+    "set_lifecycle_setup",
+]
 
 _WINDOW_SECONDS = 60.0
 _SLOTS = 12  # five-second slots over the trailing minute
@@ -414,30 +419,64 @@ class RequestLifecycle:
                 self.observers = [o for o in self.observers if o is not observer]
 
 
-def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle:
-    """The lifecycle bound to ``collector`` (default: the process-wide collector)."""
-    if collector is None:
-        from tinyllm.metrics.collector import get_metrics_collector
+#: What ``get_lifecycle`` does with each lifecycle it makes, before handing it out: the
+#: composition root (``tinyllm._composition``) attaches the default sinks here. Called
+#: with the new lifecycle and whether its collector is the process-wide one.
+LifecycleSetup = Callable[[RequestLifecycle, bool], None]
+_setup: LifecycleSetup | None = None
 
-        collector = get_metrics_collector()
-    c = collector
+
+def set_lifecycle_setup(setup: LifecycleSetup | None) -> LifecycleSetup | None:
+    """Make ``setup`` run on every lifecycle ``get_lifecycle`` makes from now on; returns
+    the previous one. The core knows no sink: this is how the default ones get in.
+
+    Example:
+        >>> seen = []
+        >>> previous = set_lifecycle_setup(lambda lc, default: seen.append(default))
+        >>> from prometheus_client import CollectorRegistry
+        >>> from tinyllm.metrics.collector import MetricsCollector
+        >>> _ = get_lifecycle(MetricsCollector(registry=CollectorRegistry()))
+        >>> seen
+        [False]
+        >>> _ = set_lifecycle_setup(previous)
+    """
+    global _setup
+    if setup is not None and not callable(setup):
+        raise TypeError(f"setup must be callable as setup(lifecycle, is_default), got {setup!r}")
+    previous, _setup = _setup, setup
+    return previous
+
+
+def get_lifecycle(collector: MetricsCollector | None = None) -> RequestLifecycle:
+    """The lifecycle bound to ``collector`` (default: the process-wide collector).
+
+    Made once per collector; the first call runs the lifecycle set-up (by default:
+    a log line per request, an event per failure, and the store when
+    ``$TINYLLM_METRICS_DB`` names one).
+    """
+    collectors = _collectors or _load_collectors()
+    c = collector if collector is not None else (
+        collectors._default or collectors.get_metrics_collector())
     found: RequestLifecycle | None = c.__dict__.get("_lifecycle")
     if found is None:
         made = RequestLifecycle(c)
         found = c.__dict__.setdefault("_lifecycle", made)
-        if found is not made:
-            return found
-        # Every request gets a log line and, when it fails, an error event.
-        from tinyllm.events import RequestErrorObserver
-        from tinyllm.logging import RequestLogObserver
-
-        made.add_observer(RequestLogObserver())
-        made.add_observer(RequestErrorObserver())
-        if os.environ.get(ENV_METRICS_DB):
-            # Once per collector: $TINYLLM_METRICS_DB turns the store on with no call.
-            import tinyllm.metrics.collector as _collector_module
-            from tinyllm.store.config import _configure_from_env
-
-            if c is _collector_module._default:
-                _configure_from_env()
+        setup = _setup
+        if found is made and setup is not None:
+            setup(made, c is collectors._default)
     return found
+
+
+# The collector module, imported on first use and kept: get_lifecycle() runs once per
+# request of the decorators and InferenceContext, and an import statement there costs
+# more than the rest of the call. (Imported late because tinyllm.metrics, the package
+# it lives in, imports this module.)
+_collectors: Any = None
+
+
+def _load_collectors() -> Any:
+    global _collectors
+    from tinyllm.metrics import collector
+
+    _collectors = collector
+    return collector

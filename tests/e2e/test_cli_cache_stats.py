@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import free_port
 from tests.e2e.test_cli_debug import assert_no_traceback, clean_env
+from tests.support.servers import free_port
 from tinyllm.cache import CachedResponse, RedisCache
 from tinyllm.metrics import MetricsCollector
 

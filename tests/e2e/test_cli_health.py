@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.test_cli_debug import assert_no_traceback, run, run_python
+from tests.support.servers import free_port
 
 
 @pytest.fixture

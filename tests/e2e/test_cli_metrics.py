@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 CLI = [sys.executable, "-m", "tinyllm"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.test_cli_debug import assert_no_traceback, run
+from tests.support.servers import free_port
 
 
 def error_line(stderr: str) -> str:

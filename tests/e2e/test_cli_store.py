@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.test_cli_metrics import assert_no_traceback, run, start_server
+from tests.support.servers import free_port
 from tinyllm.store import MetricsDatabase
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
 from tests.e2e.test_cli_metrics import start_server
+from tests.support.servers import free_port
 
 WORKERS, REQUESTS, TOKENS = 4, 250, 8
 

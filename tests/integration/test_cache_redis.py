@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 from tinyllm.cache import CachedResponse, CacheUnavailableError, RedisCache
 from tinyllm.logging import capture_logs

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 from tinyllm.errors import ModelError
 from tinyllm.metrics import MetricsCollector

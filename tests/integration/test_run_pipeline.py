@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 from otlp_receiver import GrpcReceiver
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 from tinyllm.store import MetricsDatabase
 

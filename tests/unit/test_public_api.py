@@ -18,7 +18,7 @@ def _isort_key(name: str) -> tuple[int, str]:
     "module",
     ["tinyllm", "tinyllm.metrics", "tinyllm.telemetry", "tinyllm.events", "tinyllm.logging",
      "tinyllm.redaction", "tinyllm.health", "tinyllm.store", "tinyllm.models",
-     "tinyllm.resilience", "tinyllm.cache", "tinyllm.graph", "tinyllm.queue"],
+     "tinyllm.resilience", "tinyllm.cache", "tinyllm.graph", "tinyllm.queue", "tinyllm.http"],
 )
 def test_all_is_sorted_and_complete(module: str) -> None:
     mod = importlib.import_module(module)

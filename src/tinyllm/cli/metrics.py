@@ -26,7 +26,7 @@ from tinyllm.settings import (
 )
 
 if TYPE_CHECKING:
-    from tinyllm.metrics.server import Route
+    from tinyllm.http.routing import Route
 
 
 @app.command("metrics")
@@ -59,10 +59,10 @@ def serve_metrics(
     Samples NVIDIA GPUs when nvidia-ml-py and a GPU are present. With --db (or
     $TINYLLM_METRICS_DB) also serves the store's summary and exports.
     """
-    from tinyllm.metrics import GPUSampler, get_metrics_collector, start_metrics_server
+    from tinyllm.http.threaded import start_metrics_server
+    from tinyllm.metrics.gpu import GPUSampler
 
     routes = _store_routes(db_target, api_prefix, export_prefix)
-    get_metrics_collector()  # register the families, so /metrics shows the catalog
     try:
         server = start_metrics_server(port=port, addr=host, routes=routes)
     except MetricsServerError as exc:
@@ -102,8 +102,8 @@ def _store_routes(
 ) -> dict[str, Route]:
     """The store's routes for ``tinyllm metrics``; exit 2 on a bad option, 1 when the
     database cannot be opened."""
+    from tinyllm.http.store_routes import check_api_prefix, store_routes
     from tinyllm.store.export import check_prefix
-    from tinyllm.store.routes import check_api_prefix, store_routes
 
     try:
         check_api_prefix(api_prefix)
@@ -205,7 +205,7 @@ def stats(
     if url is None and os.environ.get(ENV_METRICS_URL) is None and multiprocess_dir():
         from prometheus_client import generate_latest
 
-        from tinyllm.metrics.server import exposition_registry
+        from tinyllm.http.routes import exposition_registry
 
         source = f"multiprocess dir {multiprocess_dir()}"
         text = generate_latest(exposition_registry()).decode()

@@ -23,8 +23,8 @@ from tinyllm.settings import DEFAULT_METRICS_ADDR, ENV_METRICS_DB
 
 if TYPE_CHECKING:
     from tinyllm.graph import ClientSpec
+    from tinyllm.http.threaded import MetricsServer
     from tinyllm.lifecycle import Request
-    from tinyllm.metrics.server import MetricsServer
     from tinyllm.models import ModelClient
 
 
@@ -231,17 +231,16 @@ def _open_store(db_target: str | None) -> Any:
 def _start_server(port: int | None, host: str, with_store: bool) -> MetricsServer | None:
     if port is None:
         return None
-    from tinyllm.metrics import get_metrics_collector, start_metrics_server
+    from tinyllm.http.threaded import start_metrics_server
 
     routes = {}
     if with_store:
+        from tinyllm.http.store_routes import store_routes
         from tinyllm.store import get_store
-        from tinyllm.store.routes import store_routes
 
         store = get_store()
         if store is not None:
             routes = store_routes(store)
-    get_metrics_collector()
     try:
         server = start_metrics_server(port=port, addr=host, routes=routes)
     except MetricsServerError as exc:

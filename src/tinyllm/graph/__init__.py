@@ -24,7 +24,7 @@ from tinyllm.graph.executor import (
     default_client_factory,
     run_graph,
 )
-from tinyllm.graph.loader import TRANSFORM_OPS, graph_from_dict, load_graph, parse_graph
+from tinyllm.graph.loader import TRANSFORM_OPS, graph_from_dict, parse_graph
 from tinyllm.graph.memory import GraphMemory
 from tinyllm.graph.model import (
     DEFAULT_MAX_STEPS,
@@ -42,6 +42,7 @@ from tinyllm.graph.model import (
     RouteRule,
     TransformNode,
 )
+from tinyllm.graph.sources import load_graph
 from tinyllm.graph.templates import Template
 
 __all__ = [

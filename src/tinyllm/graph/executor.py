@@ -55,6 +55,7 @@ from tinyllm.graph.model import (
     RouterNode,
     TransformNode,
 )
+from tinyllm.graph.sources import load_graph
 from tinyllm.graph.templates import Template
 from tinyllm.logging import get_logger
 from tinyllm.metrics.collector import MetricsCollector, get_metrics_collector
@@ -210,8 +211,6 @@ def _check_graph(graph: Any) -> Graph:
     if isinstance(graph, Graph):
         return graph
     if isinstance(graph, str | os.PathLike):
-        from tinyllm.graph.loader import load_graph
-
         return load_graph(graph)
     raise TypeError(f"graph must be a Graph, a graph file path or a built-in graph name, "
                     f"got {type(graph).__name__}")

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
@@ -51,7 +49,7 @@ from tinyllm.graph.model import (
 )
 from tinyllm.graph.templates import MEMORY_PREFIX, Template
 
-__all__ = ["TRANSFORM_OPS", "graph_from_dict", "load_graph", "parse_graph"]
+__all__ = ["TRANSFORM_OPS", "graph_from_dict", "parse_graph"]
 
 #: Transform ops and the argument each needs (None: no argument).
 TRANSFORM_OPS: dict[str, str | None] = {
@@ -87,45 +85,6 @@ DEFAULT_ROUTER_PROMPT = (
 )
 #: A route name is a word or two; more tokens only cost time.
 _ROUTER_MAX_TOKENS = 8
-
-
-def load_graph(source: str | os.PathLike[str]) -> Graph:
-    """The graph in the YAML file ``source``, or the built-in graph of that name.
-
-    A bare name of a built-in graph (``"default"``) gives the built-in; write
-    ``./default`` for a file of that name.
-
-    Raises:
-        GraphError: the file is missing, unreadable or invalid; the message names the
-            file, the node and the reason, one line per problem.
-        TypeError: ``source`` is not a str or path.
-
-    Example:
-        >>> load_graph("default").name
-        'default'
-    """
-    if not isinstance(source, str | os.PathLike):
-        raise TypeError(f"source must be a str or path, got {type(source).__name__}")
-    from tinyllm.graph.builtin import BUILTIN_GRAPHS, builtin_graph
-
-    if isinstance(source, str) and source in BUILTIN_GRAPHS:
-        return builtin_graph(source)
-    shown = os.fspath(source)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphError(
-            f"{shown}: no such file (built-in graphs: {', '.join(BUILTIN_GRAPHS)})",
-            source=shown,
-        ) from None
-    except IsADirectoryError:
-        raise GraphError(f"{shown}: is a directory, not a graph file", source=shown) from None
-    except UnicodeDecodeError as exc:
-        raise GraphError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                         source=shown) from None
-    except OSError as exc:
-        raise GraphError(f"{shown}: cannot read: {exc.strerror or exc}", source=shown) from None
-    return parse_graph(text, source=shown)
 
 
 def parse_graph(text: str, *, source: str = "<string>") -> Graph:

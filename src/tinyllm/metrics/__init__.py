@@ -1,11 +1,13 @@
 """Prometheus metrics for LLM workloads: the catalog, the collector, inference tracking,
-GPU gauges and the metrics server.
+GPU gauges, and (from ``tinyllm.http``) the metrics server.
 
 Example:
     >>> from tinyllm.metrics import get_metrics_collector
     >>> metrics = get_metrics_collector()
     >>> metrics.increment_request_count(model="model", graph="graph", request_type="generate")
 """
+
+import typing
 
 from tinyllm.metrics.catalog import ALERTS, CATALOG, AlertRule, Kind, MetricSpec
 from tinyllm.metrics.collector import (
@@ -21,7 +23,9 @@ from tinyllm.metrics.inference import (
     track_inference_request,
     track_token_generation,
 )
-from tinyllm.metrics.server import MetricsServer, start_metrics_server
+
+if typing.TYPE_CHECKING:
+    from tinyllm.http.threaded import MetricsServer, start_metrics_server
 
 __all__ = [
     "ALERTS",
@@ -44,3 +48,14 @@ __all__ = [
     "track_token_generation",
     "update_gpu_metrics",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    # The metrics server is a surface (tinyllm.http), a layer above this package: it is
+    # re-exported on first use, so that importing the metrics core never imports the
+    # HTTP surface, whichever of the two a program happens to import first.
+    if name in ("MetricsServer", "start_metrics_server"):
+        from tinyllm.http import threaded
+
+        return getattr(threaded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -167,6 +167,10 @@ _SPECS = (
     MetricSpec("telemetry_export_failures_total", _C,
                "Span or metric export batches that failed (collector down, timeout).",
                ("exporter", "signal"), group="pipeline", source="issue 3"),
+    MetricSpec("http_disconnects_total", _C,
+               "HTTP clients that went away before their answer was sent whole (a scraper "
+               "timing out, a cancelled export); normal in small numbers.", ("transport",),
+               group="pipeline", source="issue 11"),
     MetricSpec("store_events_dropped_total", _C,
                "Performance events the store could not keep (queue full, database error).",
                ("reason",), group="pipeline", source="issue 4"),

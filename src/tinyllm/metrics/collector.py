@@ -330,6 +330,10 @@ class MetricsCollector:
         """Count one failed export batch (``signal``: traces or metrics)."""
         self._child("telemetry_export_failures_total", (exporter, signal)).inc()
 
+    def increment_http_disconnects(self, transport: str) -> None:
+        """Count one HTTP client gone mid-answer (``transport``: ``threaded``, ``asgi``)."""
+        self._child("http_disconnects_total", (transport,)).inc()
+
     def increment_store_events_dropped(self, reason: str, count: int = 1) -> None:
         """Count performance events the store lost (``reason``: queue_full, db_error, ...)."""
         check_amount("count", count, integral=True)

@@ -1,4 +1,5 @@
-"""The performance-event store (seed 004): SQLite or PostgreSQL, summary, exports, routes.
+"""The performance-event store: SQLite or PostgreSQL, summary, exports, and (from
+``tinyllm.http``) its HTTP routes.
 
 Example:
     >>> import tempfile, os
@@ -11,13 +12,16 @@ Example:
     1
 """
 
-from tinyllm.store.asgi import store_asgi_app
+import typing
+
 from tinyllm.store.config import close_store, configure_store, get_store
 from tinyllm.store.database import DEFAULT_TARGET, MetricsDatabase
 from tinyllm.store.export import CONTENT_TYPES, DEFAULT_PREFIX, FORMATS
 from tinyllm.store.observer import StoreObserver
-from tinyllm.store.routes import DEFAULT_API_PREFIX, store_routes
 from tinyllm.store.rules import derive_endpoint, estimate_tokens
+
+if typing.TYPE_CHECKING:
+    from tinyllm.http.store_routes import DEFAULT_API_PREFIX, store_asgi_app, store_routes
 
 __all__ = [
     "CONTENT_TYPES",
@@ -35,3 +39,14 @@ __all__ = [
     "store_asgi_app",
     "store_routes",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    # The store's HTTP routes are a surface (tinyllm.http.store_routes), a layer above
+    # this package: re-exported on first use, so that importing the store never imports
+    # the HTTP surface, and the surface can import the store.
+    if name in ("DEFAULT_API_PREFIX", "store_asgi_app", "store_routes"):
+        from tinyllm.http import store_routes
+
+        return getattr(store_routes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,8 @@ request lifecycle (so every request that ``InferenceContext``, the decorators or
 lifecycle track also becomes one performance event), and registers a ``store`` health
 check. Calling it again replaces the previous store (closed, observer removed).
 
-With ``$TINYLLM_METRICS_DB`` set, no call is needed: the first ``get_lifecycle()`` of
-the process-wide collector configures the store itself.
+With ``$TINYLLM_METRICS_DB`` set, no call is needed: when the process-wide lifecycle is
+made (the first ``get_lifecycle()``), tinyllm's composition root configures the store.
 
 Example:
     >>> import tempfile, os
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
+from tinyllm.health import register_health_check, unregister_health_check
+from tinyllm.lifecycle import get_lifecycle
 from tinyllm.settings import ENV_METRICS_DB
 from tinyllm.store import schema
 from tinyllm.store.database import MetricsDatabase
@@ -37,7 +39,14 @@ from tinyllm.store.observer import StoreObserver
 if TYPE_CHECKING:
     from tinyllm.lifecycle import RequestLifecycle
 
-__all__ = ["HEALTH_CHECK_NAME", "close_store", "configure_store", "get_store", "store_health"]
+__all__ = [
+    "HEALTH_CHECK_NAME",
+    "close_store",
+    "configure_store",
+    "configure_store_from_env",
+    "get_store",
+    "store_health",
+]
 
 log = logging.getLogger("tinyllm.store")
 
@@ -87,8 +96,6 @@ def _teardown() -> None:
     db, observer, lifecycle = _current
     _current = None
     lifecycle.remove_observer(observer)
-    from tinyllm.health import unregister_health_check
-
     with contextlib.suppress(ValueError):  # someone removed it already
         unregister_health_check(HEALTH_CHECK_NAME)
     db.close()
@@ -110,9 +117,6 @@ def configure_store(
         MetricsDatabase('postgresql+psycopg://tinyllm@db/metrics')
     """
     global _current, _configuring
-    from tinyllm.health import register_health_check
-    from tinyllm.lifecycle import get_lifecycle
-
     chosen = target
     if chosen is None:
         chosen = os.environ.get(ENV_METRICS_DB, "").strip() or None
@@ -157,10 +161,10 @@ def get_store() -> MetricsDatabase | None:
     return current[0] if current is not None else None
 
 
-def _configure_from_env() -> None:
-    """The lifecycle's hook: ``configure_store()`` from ``$TINYLLM_METRICS_DB``, once per
-    process-wide collector. A store that cannot be opened is logged, never raised: the
-    host's requests must not fail because of it."""
+def configure_store_from_env() -> None:
+    """``configure_store()`` from ``$TINYLLM_METRICS_DB``, as the process-wide lifecycle
+    is made (tinyllm's composition root calls it). A store that cannot be opened is
+    logged, never raised: the host's requests must not fail because of it."""
     if _configuring:  # configure_store itself asked for the lifecycle
         return
     try:

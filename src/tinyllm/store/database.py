@@ -37,6 +37,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from tinyllm.store import _wal, schema
+from tinyllm.store._checks import check_range, check_text
 from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
 from tinyllm.store._wal import WalCheckpointer
 from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events, parse_metadata
@@ -115,28 +116,6 @@ def _check_number(name: str, value: Any) -> None:
     if value >= _BIG:
         raise ValueError(f"{name} must be a finite number >= 0 that fits a float, got "
                          f"{value!r}")
-
-
-def _check_text(name: str, value: Any, *, empty_ok: bool = False) -> None:
-    if type(value) is not str:
-        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
-    if not value and not empty_ok:
-        raise ValueError(f"{name} must be a non-empty str")
-
-
-def check_range(since: Any, until: Any, model_id: Any) -> None:
-    """The read API's argument check (also the HTTP layer's)."""
-    for name, value in (("since", since), ("until", until)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{name} must be epoch seconds (a number) or None, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number of epoch seconds, got {value!r}")
-    if since is not None and until is not None and since > until:
-        raise ValueError(f"since must be <= until, got since={since!r} until={until!r}")
-    if model_id is not None:
-        _check_text("model_id", model_id)
 
 
 class MetricsDatabase:
@@ -287,11 +266,11 @@ class MetricsDatabase:
         # Every check is a type identity test first: this runs once per request, and the
         # slow paths (isinstance, the shared checks) only run to word an error.
         if type(event_type) is not str or not event_type:
-            _check_text("event_type", event_type)
+            check_text("event_type", event_type)
         if type(model_id) is not str or not model_id:
-            _check_text("model_id", model_id)
+            check_text("model_id", model_id)
         if type(user_id) is not str:
-            _check_text("user_id", user_id, empty_ok=True)
+            check_text("user_id", user_id, empty_ok=True)
         kind = type(duration)
         if kind is not float:
             if not (kind is int and 0 <= duration < _BIG):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, literal, select
 
 from tinyllm.store import schema
+from tinyllm.store._checks import check_range
 from tinyllm.store.summary import QUANTILES, Totals, quantile, totals
 from tinyllm.store.writer import parse_metadata
 
@@ -273,8 +274,6 @@ def iter_export(
     timestamp_ns: int | None = None,
 ) -> Iterator[str]:
     """See ``MetricsDatabase.iter_export``. Arguments are checked before the first chunk."""
-    from tinyllm.store.database import check_range
-
     check_format(format)
     chosen = check_prefix(prefix)
     check_range(since, until, model_id)

@@ -22,8 +22,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import tinyllm.models._base
-from tests.conftest import free_port
 from tests.support.fault_server import DONE, FaultServer, Reply, ndjson, sse
+from tests.support.servers import free_port
 from tinyllm.errors import CircuitOpenError, ModelError
 from tinyllm.metrics import MetricsCollector
 from tinyllm.models import ModelClient, OllamaClient, OpenAIClient

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from tinyllm.lifecycle import RequestLifecycle
@@ -35,12 +33,3 @@ def test_each_request_becomes_one_event(
     assert newest["model_id"] == "dream"
     assert newest["metadata"]["success"] is False
     assert newest["metadata"]["error_type"] == "timeout"
-
-
-def test_store_facade_all_is_sorted_and_complete() -> None:
-    mod = importlib.import_module("tinyllm.store")
-    assert mod.__all__ == sorted(mod.__all__, key=lambda n: (0 if n.isupper() else 1
-                                                            if n[0].isupper() else 2, n))
-    public = {n for n in vars(mod) if not n.startswith("_")
-              and not isinstance(getattr(mod, n), type(importlib))}
-    assert public == set(mod.__all__)

@@ -1,12 +1,12 @@
-"""The HTTP routes on a real metrics server: answers, content types, 400s, never 500."""
+"""The store's routes, one implementation on both transports (the standard-library
+thread server and the ASGI app under a real uvicorn): answers, content types, streaming,
+400s, 503s, never a 500."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import httpx
@@ -14,18 +14,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
-from starlette.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route as StarletteRoute
 
+from tests.support.servers import TRANSPORTS, serving, uvicorn_server
+from tests.unit.store.conftest import seed_example
 from tinyllm.metrics import MetricsCollector
-from tinyllm.metrics.server import MetricsServer, start_metrics_server
 from tinyllm.store import MetricsDatabase, store_asgi_app, store_routes
-
-from .conftest import seed_example
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsDatabase]:
-    """Seed 004's example data, shared by the read-only tests of this module."""
+    """The diffusion service's example data, shared by the read-only tests of this module."""
     db = MetricsDatabase(tmp_path_factory.mktemp("routes") / "metrics.db",
                          collector=MetricsCollector(registry=CollectorRegistry()))
     seed_example(db)
@@ -33,24 +34,24 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsDatabase
     db.close()
 
 
-@pytest.fixture(scope="module")
-def server(seeded: MetricsDatabase) -> Iterator[MetricsServer]:
-    with start_metrics_server(port=0, registry=CollectorRegistry(),
-                              routes=store_routes(seeded)) as srv:
-        yield srv
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def url(request: pytest.FixtureRequest, seeded: MetricsDatabase) -> Iterator[str]:
+    """The seeded store's routes on each transport in turn; the base URL."""
+    with serving(request.param, store_routes(seeded)) as base:
+        yield base
 
 
-@pytest.fixture(scope="module")
-def asgi(seeded: MetricsDatabase) -> Iterator[TestClient]:
-    with TestClient(store_asgi_app(seeded)) as client:
-        yield client
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
-def test_summary_route(server: MetricsServer) -> None:
-    r = httpx.get(f"{server.url}/api/metrics")
+def test_summary_route(url: str) -> None:
+    r = httpx.get(f"{url}/api/metrics")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.json()["overall"]["total_requests"] == 15
-    r = httpx.get(f"{server.url}/api/metrics", params={"since": "1700000020"})
+    r = httpx.get(f"{url}/api/metrics", params={"since": "1700000020"})
     assert r.json()["overall"]["total_requests"] == 5
 
 
@@ -59,88 +60,76 @@ def test_summary_route(server: MetricsServer) -> None:
     ("influxdb", "text/plain; charset=utf-8", "diffusion_llm,type=requests"),
     ("json", "application/json", '"events"'),
 ])
-def test_export_route(server: MetricsServer, fmt: str, ctype: str, marker: str) -> None:
-    r = httpx.get(f"{server.url}/api/metrics/export",
+def test_export_route(url: str, fmt: str, ctype: str, marker: str) -> None:
+    r = httpx.get(f"{url}/api/metrics/export",
                   params={"format": fmt, "prefix": "diffusion_llm"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == ctype
     assert marker in r.text
 
 
-def test_export_defaults_to_json(server: MetricsServer) -> None:
-    r = httpx.get(f"{server.url}/api/metrics/export")
+def test_export_defaults_to_json(url: str) -> None:
+    r = httpx.get(f"{url}/api/metrics/export")
     assert len(r.json()["events"]) == 15
 
 
-@pytest.mark.parametrize("encoding", ["identity", "gzip"])
-def test_the_built_in_server_streams_the_export(
-    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch, encoding: str,
+def test_the_export_is_streamed_a_page_at_a_time(
+    transport: str, make_db: Callable[..., MetricsDatabase],
 ) -> None:
-    # The client gets the first piece while the rest does not exist yet: the export is
-    # never assembled in memory (a 1M-event JSON export is ~290 MB).
-    release = threading.Event()
-
-    def slow_export(fmt: str, **_kw: object) -> Iterator[str]:
-        yield '{"events": ['
-        assert release.wait(10)
-        yield "1, 2]}"
-
-    monkeypatch.setattr(db, "iter_export", slow_export)
-    with start_metrics_server(port=0, registry=CollectorRegistry(),
-                              routes=store_routes(db)) as srv, \
-            httpx.stream("GET", f"{srv.url}/api/metrics/export", timeout=5,
-                         headers={"Accept-Encoding": encoding}) as r:
+    db = make_db()
+    for i in range(3500):
+        db.record_event("diffusion_generate", 0.25, model_id="dream", timestamp=1e9 + i,
+                        metadata={"token_count": i, "note": "ünïcode \"quoted\""})
+    assert db.flush()
+    with serving(transport, store_routes(db)) as url, \
+            httpx.stream("GET", f"{url}/api/metrics/export?format=json&since=1000000500",
+                         headers={"Accept-Encoding": "identity"}) as r:
         assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
-        assert "content-length" not in r.headers
-        # gzip: each piece is flushed as it is made, so it too arrives before the rest.
-        decode = zlib.decompressobj(31).decompress if encoding == "gzip" else bytes
-        pieces = r.iter_raw()
-        first = decode(next(pieces))
-        release.set()
-        assert first == b'{"events": ['
-        assert json.loads(first + decode(b"".join(pieces))) == {"events": [1, 2]}
+        chunks = list(r.iter_raw())
+    doc = json.loads(b"".join(chunks))
+    assert len(doc["events"]) == 3000
+    assert doc["events"][-1]["metadata"] == {"token_count": 3499, "note": "ünïcode \"quoted\""}
+    assert len(chunks) >= 3  # the head, then pages of events
 
 
-def test_an_export_that_fails_midway_is_cut_short_and_the_server_carries_on(
-    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+def test_an_export_that_fails_midway_is_cut_short_and_logged(
+    transport: str, db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The 200 is already sent: the body ends without chunked encoding's last chunk, so
-    # the client sees a broken answer, never a complete-looking truncated one.
     def failing_export(fmt: str, **_kw: object) -> Iterator[str]:
         yield '{"events": ['
         raise OSError("disk I/O error")
 
     monkeypatch.setattr(db, "iter_export", failing_export)
-    with start_metrics_server(port=0, registry=CollectorRegistry(),
-                              routes=store_routes(db)) as srv:
+    with serving(transport, store_routes(db)) as url:
         with pytest.raises(httpx.RemoteProtocolError):
-            httpx.get(f"{srv.url}/api/metrics/export")
-        assert httpx.get(f"{srv.url}/api/metrics").status_code == 200
+            httpx.get(f"{url}/api/metrics/export", timeout=5)
+        assert httpx.get(f"{url}/api/metrics", timeout=5).status_code == 200
     assert "export stopped part way: disk I/O error" in caplog.text
 
 
 def test_a_streamed_export_is_gzipped_when_asked(
-    server: MetricsServer, seeded: MetricsDatabase,
+    url: str, seeded: MetricsDatabase,
 ) -> None:
-    r = httpx.get(f"{server.url}/api/metrics/export", headers={"Accept-Encoding": "gzip"})
+    r = httpx.get(f"{url}/api/metrics/export", headers={"Accept-Encoding": "gzip"})
     assert r.headers["content-encoding"] == "gzip"
     got, want = r.json(), json.loads(seeded.export("json"))
     assert got.pop("generated_at") <= want.pop("generated_at") and got == want
-    head = httpx.head(f"{server.url}/api/metrics/export")
+    head = httpx.head(f"{url}/api/metrics/export")
     assert head.status_code == 200 and head.content == b""
 
 
 def test_an_http_1_0_client_gets_the_export_and_the_connection_closed(
-    server: MetricsServer, seeded: MetricsDatabase,
+    url: str, seeded: MetricsDatabase,
 ) -> None:
-    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"GET /api/metrics/export?format=prometheus HTTP/1.0\r\n\r\n")
         received = b""
         while data := sock.recv(65536):  # the server closes: that is the body's end
             received += data
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0].endswith(b" 200 OK") and b"chunked" not in head.lower()
-    assert b"connection: close" in head.lower()
     assert body.decode() == seeded.export("prometheus")
 
 
@@ -194,31 +183,21 @@ BAD_PARAMETERS = [
 
 @pytest.mark.parametrize(("path", "query", "words"), BAD_PARAMETERS)
 def test_bad_parameters_are_400_naming_the_valid_values(
-    server: MetricsServer, path: str, query: str, words: str
+    url: str, path: str, query: str, words: str
 ) -> None:
-    r = httpx.get(f"{server.url}{path}?{query}")
+    r = httpx.get(f"{url}{path}?{query}")
     assert r.status_code == 400, r.text
     assert r.headers["content-type"] == "application/json"
     assert words in r.json()["error"]
     assert len(r.json()["error"]) < 400  # the input is quoted cut short, not echoed whole
 
 
-@pytest.mark.parametrize(("path", "query", "words"), BAD_PARAMETERS)
-def test_bad_parameters_are_400_on_the_asgi_app_too(
-    asgi: TestClient, path: str, query: str, words: str
-) -> None:
-    r = asgi.get(f"{path}?{query}")
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"] == "application/json"
-    assert words in r.json()["error"]
-
-
 @pytest.mark.parametrize("query", [
     "since=1700000020", "since=1.70000002e9", "since=2023-11-14T22:13:40Z",
     "since=2023-11-14T22:13:40%2B00:00", "until=1700000020&since=", "since=20000d",
 ])
-def test_time_parameters_take_the_clis_forms(server: MetricsServer, query: str) -> None:
-    r = httpx.get(f"{server.url}/api/metrics?{query}")
+def test_time_parameters_take_the_clis_forms(url: str, query: str) -> None:
+    r = httpx.get(f"{url}/api/metrics?{query}")
     assert r.status_code == 200, r.text
     total = r.json()["overall"]["total_requests"]
     assert total == (10 if query.startswith("until") else 5 if "20000d" not in query else 15)
@@ -229,7 +208,7 @@ def test_time_parameters_take_the_clis_forms(server: MetricsServer, query: str) 
     "a=1", "--", "~/x+y", "modèle",
 ])
 def test_user_values_reach_sql_only_as_bound_parameters(
-    seeded: MetricsDatabase, server: MetricsServer, model_id: str
+    seeded: MetricsDatabase, url: str, model_id: str
 ) -> None:
     statements: list[str] = []
 
@@ -241,7 +220,7 @@ def test_user_values_reach_sql_only_as_bound_parameters(
         for path in ("/api/metrics", "/api/metrics/export?format=prometheus",
                      "/api/metrics/export?format=json"):
             sep = "&" if "?" in path else "?"
-            r = httpx.get(f"{server.url}{path}{sep}model_id={quote(model_id, safe='')}"
+            r = httpx.get(f"{url}{path}{sep}model_id={quote(model_id, safe='')}"
                           "&since=1700000001.25")
             assert r.status_code == 200, r.text
     finally:
@@ -253,17 +232,20 @@ def test_user_values_reach_sql_only_as_bound_parameters(
 
 
 def test_a_broken_database_is_503_not_500(
-    db: MetricsDatabase, monkeypatch: pytest.MonkeyPatch
+    transport: str, make_db: Callable[..., MetricsDatabase], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    db = make_db()
+
     def gone(*args: object, **kwargs: object) -> None:
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(db.engine, "connect", gone)
-    routes = store_routes(db)
-    for path in ("/api/metrics", "/api/metrics/export"):
-        response = routes[path]({"format": ["prometheus"]} if "export" in path else {}, {})
-        assert response.status == 503
-        assert json.loads(response.body) == {"error": "metrics store unavailable"}
+    with serving(transport, store_routes(db)) as url:
+        for path in ("/api/metrics", *(f"/api/metrics/export?format={fmt}"
+                                       for fmt in ("json", "prometheus", "influxdb"))):
+            r = httpx.get(f"{url}{path}")
+            assert r.status_code == 503
+            assert r.json() == {"error": "metrics store unavailable"}
 
 
 @pytest.mark.parametrize("bad", ["api", "/api/", "", "/a b", "/"])
@@ -272,6 +254,50 @@ def test_bad_api_prefix(db: MetricsDatabase, bad: str) -> None:
         store_routes(db, bad)
 
 
-def test_custom_prefix_like_the_seed(db: MetricsDatabase) -> None:
+def test_custom_prefix_like_the_diffusion_service(db: MetricsDatabase) -> None:
     assert sorted(store_routes(db, "/api/diffusion")) == [
         "/api/diffusion/metrics", "/api/diffusion/metrics/export"]
+
+
+def seeded_small(make_db: Callable[..., MetricsDatabase]) -> MetricsDatabase:
+    db = make_db()
+    for i in range(10):
+        db.record_event("diffusion_generate", 1.5, model_id="dream",
+                        metadata={"token_count": 2, "success": i >= 2})
+    db.record_event("diffusion_infill", 2.0, model_id="dream", metadata={"token_count": 6})
+    assert db.flush()
+    return db
+
+
+def test_one_line_mount_in_a_starlette_app_serves_the_diffusion_endpoints(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    db = seeded_small(make_db)
+
+    async def home(request: object) -> PlainTextResponse:
+        return PlainTextResponse("the host app")
+
+    app = Starlette(routes=[StarletteRoute("/", home)])
+    app.mount("/api/diffusion", store_asgi_app(db, "/api/diffusion", "diffusion_llm"))
+    with uvicorn_server(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/").text == "the host app"
+        summary = client.get("/api/diffusion/metrics").json()
+        assert summary["overall"]["total_requests"] == 11
+        assert summary["endpoints"]["generate"]["errors"] == 2
+        prom = client.get("/api/diffusion/metrics/export", params={"format": "prometheus"})
+        assert prom.headers["content-type"].startswith("text/plain")
+        assert 'diffusion_llm_requests_total{endpoint="generate"} 10' in prom.text
+        influx = client.get("/api/diffusion/metrics/export?format=influxdb")
+        assert influx.text.startswith("diffusion_llm,type=requests,endpoint=generate count=10 ")
+        bad = client.get("/api/diffusion/metrics/export?format=bogus")
+        assert bad.status_code == 400 and "json, prometheus, influxdb" in bad.json()["error"]
+        assert client.get("/api/diffusion/nope").status_code == 404
+        assert client.post("/api/diffusion/metrics").status_code == 405
+
+
+def test_standalone_asgi_app_with_the_default_prefix(
+    make_db: Callable[..., MetricsDatabase],
+) -> None:
+    with uvicorn_server(store_asgi_app(seeded_small(make_db))) as url:
+        assert httpx.get(f"{url}/api/metrics").json()["overall"]["total_requests"] == 11
+        assert httpx.get(f"{url}/api/metrics?since=yesterday").status_code == 400

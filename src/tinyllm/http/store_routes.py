@@ -1,4 +1,4 @@
-"""HTTP routes over a ``MetricsDatabase`` for ``tinyllm.metrics.server``.
+"""The performance-event store's HTTP routes, for either transport.
 
 ``store_routes(db)`` answers ``GET {api_prefix}/metrics`` (the summary as JSON) and
 ``GET {api_prefix}/metrics/export?format=json|prometheus|influxdb``. Query parameters:
@@ -11,7 +11,7 @@ characters outside letters, digits and ``. _ - : / @ + = ~``) is a 400 with
 500. Values reach SQL only as bound parameters.
 
 Example:
-    >>> from tinyllm.metrics.server import start_metrics_server
+    >>> from tinyllm import start_metrics_server
     >>> server = start_metrics_server(port=0, routes=store_routes(db))  # doctest: +SKIP
     >>> # curl "$URL/api/metrics/export?format=prometheus&prefix=diffusion_llm"
 """
@@ -25,18 +25,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tinyllm.metrics.server import Response, Route
+from tinyllm.http.asgi import RoutesApp, asgi_app
+from tinyllm.http.routing import Response, Route
 from tinyllm.store.export import CONTENT_TYPES, FORMATS, check_prefix
 from tinyllm.store.timespec import TIME_FORMS, parse_time
 
 if TYPE_CHECKING:
     from tinyllm.store.database import MetricsDatabase
 
-__all__ = ["DEFAULT_API_PREFIX", "check_api_prefix", "store_routes"]
+__all__ = ["DEFAULT_API_PREFIX", "check_api_prefix", "store_asgi_app", "store_routes"]
 
 log = logging.getLogger("tinyllm.store")
 
-#: Seed 004 serves ``/api/diffusion/metrics``; ours defaults to ``/api/metrics``.
+#: Where the routes live by default: ``/api/metrics``; the diffusion service's endpoints
+#: live under ``/api/diffusion`` (pass ``api_prefix``).
 DEFAULT_API_PREFIX = "/api"
 _API_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 _MAX_VALUE = 256  # characters per parameter value: longer is abuse, not a model id
@@ -132,22 +134,22 @@ def check_api_prefix(api_prefix: Any) -> str:
     return api_prefix
 
 
-class _Stream:
-    """A streamed 200 answer: the first chunk is computed before the status is sent, so
-    a database that is down still gets its 503."""
+def store_routes(
+    db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX,
+    export_prefix: str | None = None,
+) -> dict[str, Route]:
+    """``{path: route}`` for ``start_metrics_server(routes=...)`` or ``asgi_app(...)``.
 
-    __slots__ = ("content_type", "first", "rest")
+    ``export_prefix`` is the export's family prefix / measurement when a request gives
+    no ``prefix`` parameter (default ``tinyllm_store``; the diffusion service's
+    endpoints use ``diffusion_llm``). Exports are streamed (chunked): memory stays flat
+    whatever the store's size. The first piece is read before the status is sent, so a
+    database that is down is still a 503.
 
-    def __init__(self, content_type: str, first: str, rest: Iterator[str]) -> None:
-        self.content_type = content_type
-        self.first = first
-        self.rest = rest
-
-
-def _handlers(
-    db: MetricsDatabase, api_prefix: str, export_prefix: str | None,
-) -> tuple[dict[str, Route], str, Callable[[dict[str, list[str]]], Response | _Stream]]:
-    """The routes, the export's path, and the export as a stream (for the ASGI app)."""
+    Example:
+        >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP
+        ['/api/diffusion/metrics', '/api/diffusion/metrics/export']
+    """
     check_api_prefix(api_prefix)
     default_prefix = check_prefix(export_prefix)
 
@@ -158,8 +160,8 @@ def _handlers(
 
         return _guard("summary", work)
 
-    def export_stream(query: dict[str, list[str]]) -> Response | _Stream:
-        def work() -> _Stream:
+    def export(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+        def work() -> Response:
             params = _params(query, _EXPORT_PARAMS)
             fmt = params.get("format") or "json"
             if fmt not in FORMATS:
@@ -169,48 +171,42 @@ def _handlers(
             since, until, model_id = _range(params)
             chunks = db.iter_export(fmt, prefix=prefix, since=since, until=until,
                                     model_id=model_id)
-            return _Stream(CONTENT_TYPES[fmt], next(chunks, ""), chunks)
+            first = next(chunks, "")
+            return Response(200, first.encode(), CONTENT_TYPES[fmt], rest=_pieces(chunks))
 
         return _guard("export", work)
 
-    def export(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
-        result = export_stream(query)
-        if isinstance(result, Response):
-            return result
-        rest = result.rest
-
-        def pieces() -> Iterator[bytes]:
-            try:
-                for chunk in rest:
-                    yield chunk.encode()
-            except Exception as exc:  # the 200 went out: the server cuts the body short
-                log.warning("metrics store export stopped part way: %s", exc)
-                raise
-            finally:  # a client gone mid-stream: release the export's connection now
-                close = getattr(rest, "close", None)
-                if close is not None:
-                    close()
-
-        return Response(200, result.first.encode(), result.content_type, rest=pieces())
-
-    export_path = f"{api_prefix}/metrics/export"
-    return ({f"{api_prefix}/metrics": summary, export_path: export}, export_path,
-            export_stream)
+    return {f"{api_prefix}/metrics": summary, f"{api_prefix}/metrics/export": export}
 
 
-def store_routes(
+def _pieces(chunks: Iterator[str]) -> Iterator[bytes]:
+    try:
+        for chunk in chunks:
+            yield chunk.encode()
+    except Exception as exc:  # the 200 went out: the transport cuts the body short
+        log.warning("metrics store export stopped part way: %s", exc)
+        raise
+    finally:  # a client gone mid-stream: release the export's connection now
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def store_asgi_app(
     db: MetricsDatabase, api_prefix: str = DEFAULT_API_PREFIX,
     export_prefix: str | None = None,
-) -> dict[str, Route]:
-    """``{path: route}`` for ``start_metrics_server(routes=...)``.
+) -> RoutesApp:
+    """The store's routes as an ASGI app, for Starlette / FastAPI in one line.
 
-    ``export_prefix`` is the export's family prefix / measurement when a request gives
-    no ``prefix`` parameter (default ``tinyllm_store``; seed 004 uses ``diffusion_llm``).
-    Exports are streamed (chunked), as from ``store_asgi_app``: memory stays flat
-    whatever the store's size.
+    Mount it where its prefix lives: ``app.mount("/api", store_asgi_app(db))``, or
+    ``app.mount("/api/diffusion", store_asgi_app(db, "/api/diffusion", "diffusion_llm"))``
+    for the diffusion service's endpoints. Same answers and 400s as ``store_routes``
+    on the built-in server.
 
     Example:
-        >>> sorted(store_routes(db, "/api/diffusion", "diffusion_llm"))  # doctest: +SKIP
-        ['/api/diffusion/metrics', '/api/diffusion/metrics/export']
+        >>> from starlette.applications import Starlette            # doctest: +SKIP
+        >>> app = Starlette()                                         # doctest: +SKIP
+        >>> app.mount("/api", store_asgi_app(db))                     # doctest: +SKIP
+        >>> # GET /api/metrics, GET /api/metrics/export?format=prometheus
     """
-    return _handlers(db, api_prefix, export_prefix)[0]
+    return asgi_app(store_routes(db, api_prefix, export_prefix))

@@ -1,0 +1,88 @@
+"""The built-in routes: ``/metrics`` and ``/health``, for either transport.
+
+``/metrics`` speaks the Prometheus text format, or OpenMetrics when the ``Accept``
+header asks for it (prometheus_client's ``choose_encoder`` decides), and honours
+``?name[]=...`` filters like prometheus_client's own server. With
+``PROMETHEUS_MULTIPROC_DIR`` set it serves the aggregate of every worker process.
+``/health`` runs the registered health checks: 200 when healthy or degraded, 503 when
+unhealthy.
+
+Example:
+    >>> from prometheus_client import CollectorRegistry
+    >>> routes = default_routes(CollectorRegistry())
+    >>> sorted(routes)
+    ['/health', '/metrics']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from tinyllm._version import __version__
+from tinyllm.health import UNHEALTHY, run_health_checks
+from tinyllm.http.routing import Response, Route
+from tinyllm.metrics.collector import get_metrics_collector
+from tinyllm.settings import multiprocess_dir
+
+__all__ = ["default_routes", "exposition_registry", "health_route", "metrics_route"]
+
+#: Seconds the health checks get when ``/health`` is asked (a probe's timeout is short).
+HEALTH_TIMEOUT = 2.0
+
+
+def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry to expose: ``registry``; else, in multiprocess mode, a registry that
+    aggregates every worker's files; else prometheus_client's ``REGISTRY``.
+
+    Example:
+        >>> exposition_registry() is REGISTRY  # one process, no multiprocess dir
+        True
+    """
+    if registry is not None:
+        return registry
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        aggregate = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+        return aggregate
+    return REGISTRY
+
+
+def metrics_route(registry: CollectorRegistry | None = None) -> Route:
+    """``/metrics`` over ``registry`` (default: ``exposition_registry()``).
+
+    Without a registry of its own it makes sure the process-wide collector exists, so
+    that the very first scrape shows every tinyllm family (HELP, TYPE and
+    ``tinyllm_system_info``), not an exposition without them.
+    """
+    if registry is None:
+        get_metrics_collector()
+    source = exposition_registry(registry)
+
+    def serve(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        names = query.get("name[]")
+        chosen = source.restricted_registry(names) if names else source
+        return Response(200, encoder(chosen), content_type)
+
+    return serve
+
+
+def health_route(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+    """``/health``: the same checks as ``tinyllm health``, with the version.
+
+    Degraded still answers 200, so that a probe restarts a process only when it is
+    really unhealthy.
+    """
+    report = run_health_checks(timeout=HEALTH_TIMEOUT)
+    report["version"] = __version__
+    return Response.json(report, 503 if report["status"] == UNHEALTHY else 200)
+
+
+def default_routes(registry: CollectorRegistry | None = None) -> dict[str, Route]:
+    """``{"/metrics": ..., "/health": ...}``, what every tinyllm server serves."""
+    return {"/metrics": metrics_route(registry), "/health": health_route}

@@ -1,0 +1,65 @@
+"""Real servers for tests: a route table served by either of tinyllm's transports, on a
+free loopback port, stopped afterwards."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from tinyllm.http import Route, asgi_app, default_routes, start_metrics_server
+
+#: The transports every route test runs on.
+TRANSPORTS = ("threaded", "asgi")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    # log_config=None: uvicorn leaves the process's logging (and other tests') alone.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                           **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def serving(transport: str, routes: Mapping[str, Route],
+            registry: CollectorRegistry | None = None) -> Iterator[str]:
+    """``/metrics``, ``/health`` and ``routes`` on ``transport``; yields the base URL.
+
+    ``registry`` (default: a fresh one) is what ``/metrics`` shows.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    if transport == "threaded":
+        with start_metrics_server(port=0, registry=registry, routes=routes) as server:
+            yield server.url
+    elif transport == "asgi":
+        with uvicorn_server(asgi_app({**default_routes(registry), **routes})) as url:
+            yield url
+    else:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
