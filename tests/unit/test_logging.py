@@ -748,3 +748,58 @@ def test_capture_logs_level_captures_below_the_configured_level() -> None:
     assert [e["event"] for e in everything] == ["kept"]
     with pytest.raises(ValueError, match="level"), capture_logs(level="loud"):
         pass
+
+
+# -- the request log line (RequestLogObserver) -----------------------------------------
+
+
+def _lifecycle_with_log_line() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    from tinyllm.lifecycle import RequestLifecycle
+    from tinyllm.logging import RequestLogObserver
+
+    lc = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+    lc.add_observer(RequestLogObserver())
+    return lc
+
+
+def test_one_line_per_request_and_a_warning_per_failure() -> None:
+    lc = _lifecycle_with_log_line()
+    with capture_logs() as logs:
+        with lc.start("m", "g", "stream", provider="ollama") as req:
+            req.token(3)
+        with pytest.raises(TimeoutError), lc.start("m"):
+            raise TimeoutError("no answer")
+    ok, failed = logs
+    assert ok["event"] == "llm_request" and ok["level"] == "info"
+    assert {k: ok[k] for k in ("model", "graph", "provider", "request_type", "status",
+                               "output_tokens")} == {
+        "model": "m", "graph": "g", "provider": "ollama", "request_type": "stream",
+        "status": "success", "output_tokens": 3}
+    assert failed["event"] == "llm_request_failed" and failed["level"] == "warning"
+    assert failed["error_type"] == "timeout" and failed["error"] == "TimeoutError: no answer"
+
+
+class _Untouchable:
+    """A request whose fields must not be read: reading any raises."""
+
+    error = None
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the filtered line read request.{name}")
+
+
+def test_below_the_level_the_line_costs_no_field_building() -> None:
+    from tinyllm.logging import RequestLogObserver
+
+    configure_logging(log_level="warning", log_format="json")
+    observer = RequestLogObserver()
+    observer.on_end(_Untouchable())  # type: ignore[arg-type]
+    lc = _lifecycle_with_log_line()
+    with capture_logs() as logs:
+        with lc.start("m"):
+            pass
+        with pytest.raises(ValueError), lc.start("m"):
+            raise ValueError("bad")
+    assert [entry["event"] for entry in logs] == ["llm_request_failed"]
