@@ -43,3 +43,18 @@ def test_import_works_without_optional_extras() -> None:
                          check=True).stdout
     # The embedded model, NVML, Redis and PostgreSQL load where they are used.
     assert out.strip() == "[]"
+
+
+def test_import_tinyllm_loads_no_sink() -> None:
+    # The composition root imports the sinks when the first lifecycle is made: a library
+    # that only imports tinyllm pays for the core and the HTTP surface, nothing more.
+    import subprocess
+    import sys
+
+    code = ("import sys, tinyllm; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'structlog', 'opentelemetry', 'sqlalchemy', 'httpx', 'tinyllm.store'}), "
+            "sorted(m for m in sys.modules if m.startswith(('tinyllm.logging', "
+            "'tinyllm.telemetry', 'tinyllm.events', 'tinyllm.store'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[] []"
