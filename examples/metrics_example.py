@@ -10,7 +10,7 @@ Nothing here talks to a real model: "generation" is a generator that sleeps a fe
 token. Each round serves ``--requests`` requests on a small thread pool through a chat or a
 RAG graph, using each of the three inference APIs in turn (the ``track_token_generation``
 decorator, ``InferenceContext`` and the ``track_inference_request`` decorator); the RAG graph
-embeds its prompt through seed 000's collector calls. One request per round to the flaky
+embeds its prompt through the collector API. One request per round to the flaky
 model fails (a timeout, an out-of-memory, a CUDA error, in turn) and is retried, so error
 series exist; queue, cache, batch, KV-cache and GPU figures are simulated alongside.
 
@@ -68,7 +68,7 @@ def fake_tokens(prompt: str, fail: BaseException | None = None) -> Iterator[str]
 
 @functools.cache
 def streamer(model: str, graph: str) -> Callable[..., Iterator[str]]:
-    """Seed 002's generator decorator: each yielded item is one token."""
+    """The inference-server API's generator decorator: each yielded item is one token."""
     return track_token_generation(model=model, graph=graph)(fake_tokens)
 
 
@@ -79,7 +79,7 @@ def complete(prompt: str, fail: BaseException | None = None) -> str:
 
 @functools.cache
 def completer(model: str, graph: str) -> Callable[..., str]:
-    """Seed 002's request decorator: each call is one request."""
+    """The inference-server API's request decorator: each call is one request."""
     return track_inference_request(model=model, graph=graph)(complete)
 
 
@@ -111,7 +111,7 @@ STYLES = (via_stream, via_context, via_complete)
 
 
 def embed(graph: str, prompt: str, throttled: bool) -> None:
-    """The RAG graph's embedding call, recorded with seed 000's collector calls."""
+    """The RAG graph's embedding call, recorded through the collector API."""
     metrics.increment_request_count(model=EMBEDDER, graph=graph, request_type="embed")
     if throttled:  # the embedding API answered 429: count it, wait, go on without context
         metrics.increment_error_count(error_type="rate_limited", model=EMBEDDER, graph=graph)

@@ -40,7 +40,7 @@ EXAMPLE = REPO / "examples" / "metrics_example.py"
 QUERIES_MD = REPO / "docs" / "queries.md"
 ALERTS_YML = REPO / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
-SEEDS = {"000": "tinyllm", "002": "ryot", "003": "tinyllm"}  # seed -> namespace it queries
+SOURCES = {"quickref": "tinyllm", "inference": "ryot", "guide": "tinyllm"}  # -> namespace queried
 STATUSES = ("valid", "invalid", "empty")
 MIN_SCRAPES = 5  # of each target before any query is evaluated
 
@@ -55,7 +55,7 @@ class Entry:
     """One seed query from docs/queries.md, with its correction if it has one."""
 
     id: str
-    seed: str
+    source: str
     status: str
     expect: str | None
     query: str
@@ -92,18 +92,18 @@ def parse_queries(text: str) -> list[Entry]:
         if kind == "query":
             if not key or key in entries:
                 raise ValueError(f"query id {key!r} is missing or not unique")
-            if attrs.get("seed") not in SEEDS or attrs.get("status") not in STATUSES:
-                raise ValueError(f"{key}: seed must be one of {sorted(SEEDS)} and status one "
+            if attrs.get("source") not in SOURCES or attrs.get("status") not in STATUSES:
+                raise ValueError(f"{key}: source must be one of {sorted(SOURCES)} and status one "
                                  f"of {STATUSES}, got {attrs}")
             if attrs["status"] == "valid":
                 _check_expect(attrs.get("expect"), key)
-            entries[key] = Entry(key, attrs["seed"], attrs["status"], attrs.get("expect"), promql)
+            entries[key] = Entry(key, attrs["source"], attrs["status"], attrs.get("expect"), promql)
         else:
             if key not in entries or entries[key].fix is not None:
                 raise ValueError(f"fix {key!r} must follow its query and come once")
             _check_expect(attrs.get("expect"), f"fix {key}")
             old = entries[key]
-            entries[key] = Entry(old.id, old.seed, old.status, old.expect, old.query, promql,
+            entries[key] = Entry(old.id, old.source, old.status, old.expect, old.query, promql,
                                  attrs["expect"])
     for entry in entries.values():
         if entry.status != "valid" and entry.fix is None:
@@ -115,11 +115,11 @@ ENTRIES = parse_queries(QUERIES_MD.read_text())
 
 
 def test_queries_md_covers_every_seed_and_status() -> None:
-    assert {e.seed for e in ENTRIES} == set(SEEDS)
+    assert {e.source for e in ENTRIES} == set(SOURCES)
     assert {e.status for e in ENTRIES} == set(STATUSES)
     for entry in ENTRIES:  # each seed's queries use its own namespace
         names = set(re.findall(r"\b([a-z]+)_[a-z_]+\b", entry.query + (entry.fix or "")))
-        assert SEEDS[entry.seed] in names, entry
+        assert SOURCES[entry.source] in names, entry
 
 
 # -- the running stack -------------------------------------------------------------------

@@ -23,7 +23,7 @@ __all__ = ["GLOBAL_OPTIONS", "app", "hoist_global_options", "main"]
 
 
 #: Global options and whether each takes a value. They belong to the root command, but
-#: the seeds write them after the command too (``tinyllm run "q" --tracing``).
+#: the observability guide writes them after the command too (``tinyllm run "q" --tracing``).
 GLOBAL_OPTIONS = {
     "--log-level": True,
     "--log-format": True,

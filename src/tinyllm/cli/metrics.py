@@ -49,8 +49,8 @@ def serve_metrics(
     ),
     export_prefix: str = typer.Option(
         None, "--export-prefix", metavar="NAME",
-        help="Default family prefix of PATH/metrics/export (default tinyllm_store; seed 004 "
-        "uses diffusion_llm).",
+        help="Default family prefix of PATH/metrics/export (default tinyllm_store; the diffusion "
+        "service uses diffusion_llm).",
     ),
 ) -> None:
     """Serve /metrics and /health in the foreground until SIGINT or SIGTERM.

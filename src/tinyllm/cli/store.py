@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["describe_target", "open_store", "store_app"]
 
-store_app = typer.Typer(help="Maintain the metrics store (seed 004's performance events).",
+store_app = typer.Typer(help="Maintain the metrics store (performance events and their roll-ups).",
                         no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
@@ -115,7 +115,8 @@ def export(
     model: str = typer.Option(None, "--model", metavar="MODEL_ID", help="Only this model."),
     prefix: str = typer.Option(None, "--prefix", metavar="NAME",
                                help="Prometheus family prefix / InfluxDB measurement "
-                               "(default tinyllm_store; seed 004 uses diffusion_llm)."),
+                               "(default tinyllm_store; the diffusion service uses "
+                               "diffusion_llm)."),
     output_name: str = typer.Option(None, "--output", "-o", metavar="FILE",
                                     help="Write here instead of stdout."),
 ) -> None:

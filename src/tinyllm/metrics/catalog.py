@@ -41,13 +41,13 @@ GaugeMode = Literal["livesum", "max", "min", "sum", "mostrecent", "livemostrecen
 
 # Buckets, named so that the docs can say where they come from.
 REQUEST_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-# Seed 002: "11 buckets from 10ms to 30s".
+# The inference-server spec: "11 buckets from 10ms to 30s".
 INFERENCE_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# Seed 002: "9 buckets from 5ms to 2.5s".
+# The inference-server spec: "9 buckets from 5ms to 2.5s".
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-# Seed 002: "8 buckets from 1ms to 500ms".
+# The inference-server spec: "8 buckets from 1ms to 500ms".
 INTER_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
-# Seed 002: "Token Rate Buckets 1 ... 2000".
+# The inference-server spec: "Token Rate Buckets 1 ... 2000".
 TOKENS_PER_REQUEST_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 STEP_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
@@ -61,7 +61,8 @@ class MetricSpec:
 
     ``multiprocess_mode`` is how a gauge aggregates across worker processes when
     ``PROMETHEUS_MULTIPROC_DIR`` is set (see prometheus_client's multiprocess docs).
-    ``group`` orders the reference in docs/metrics.md; ``source`` names the seed.
+    ``group`` orders the reference in docs/metrics.md; ``source`` records where the family
+    came from (a spec document or an issue), for maintainers.
     """
 
     name: str
@@ -93,7 +94,7 @@ _C, _G, _H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 _MG = ("model", "graph")
 
 _SPECS = (
-    # -- requests (seed 001 / 003) -------------------------------------------------
+    # -- requests (the original metrics set / observability guide) ---------------
     MetricSpec("requests_total", _C, "Total LLM requests started.",
                ("model", "graph", "request_type")),
     MetricSpec("request_latency_seconds", _H, "End-to-end LLM request latency in seconds.",
@@ -174,7 +175,7 @@ _SPECS = (
     MetricSpec("store_events_dropped_total", _C,
                "Performance events the store could not keep (queue full, database error).",
                ("reason",), group="pipeline", source="issue 4"),
-    # -- inference (seed 002) --------------------------------------------------------
+    # -- inference (the inference-server API) ----------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout).", ("model", "status"),
                group="inference", source="002"),
@@ -207,7 +208,7 @@ _SPECS = (
                ("model", "error_type"), group="inference", source="002"),
     MetricSpec("inference_retries_total", _C, "Inference retry attempts.", ("model",),
                group="inference", source="002"),
-    # -- GPU (seed 002) --------------------------------------------------------------
+    # -- GPU (the inference-server API) ----------------------------------------------
     MetricSpec("gpu_memory_used_bytes", _G, "GPU memory in use, bytes.", ("model", "gpu_id"),
                multiprocess_mode="mostrecent", group="gpu", source="002"),
     MetricSpec("gpu_memory_reserved_bytes", _G, "GPU memory reserved, bytes.",
@@ -227,7 +228,7 @@ if len(CATALOG) != len(_SPECS):  # pragma: no cover - a typo in the table above
 class AlertRule:
     """A Prometheus alerting rule; ``{ns}`` in ``expr`` becomes the namespace.
 
-    ``note`` says how it differs from the seed it came from, for the docs.
+    ``note`` says how it differs from the original rule it came from, for the docs.
     """
 
     name: str
@@ -240,14 +241,14 @@ class AlertRule:
 
 
 ALERTS: tuple[AlertRule, ...] = (
-    # Seed 002's four, made valid (see the notes).
+    # The inference-server API's four, made valid (see the notes).
     AlertRule(
         "HighInferenceErrorRate",
         "sum by (model) (rate({ns}_inference_errors_total[5m]))\n"
         "  / sum by (model) (rate({ns}_inference_requests_total[5m])) > 0.05",
         "5m",
         "More than 5% of inference requests to {{ $labels.model }} fail.",
-        note="Seed 002 compared the raw error rate (errors per second) with 0.05; "
+        note="That rule compared the raw error rate (errors per second) with 0.05; "
         "the alert's name asks for a ratio of requests.",
     ),
     AlertRule(
@@ -256,7 +257,7 @@ ALERTS: tuple[AlertRule, ...] = (
         "  sum by (model, le) (rate({ns}_inference_request_duration_seconds_bucket[5m]))) > 10",
         "10m",
         "p95 inference latency of {{ $labels.model }} is above 10 s.",
-        note="Seed 002 passed the histogram itself to histogram_quantile, which needs the "
+        note="That rule passed the histogram itself to histogram_quantile, which needs the "
         "rate of its _bucket series aggregated by le.",
     ),
     AlertRule(
@@ -266,7 +267,7 @@ ALERTS: tuple[AlertRule, ...] = (
         "10m",
         "p95 time to first token of {{ $labels.model }} is above 1 s (memory pressure?).",
         extra_labels=(("reason", "memory_pressure"),),
-        note="Seed 002 called this LowTTFT, but it fires on a high TTFT; same histogram fix "
+        note="That rule was called LowTTFT, but it fires on a high TTFT; same histogram fix "
         "as HighInferenceLatency.",
     ),
     AlertRule(
@@ -275,9 +276,9 @@ ALERTS: tuple[AlertRule, ...] = (
         "5m",
         "GPU {{ $labels.gpu_id }} uses under half of the memory reserved for "
         "{{ $labels.model }}.",
-        note="Valid as written in seed 002.",
+        note="Not at all: it was valid as written.",
     ),
-    # The tinyllm_ families (seed 000/003 vocabulary).
+    # The tinyllm_ families (the quick reference and observability guide vocabulary).
     AlertRule(
         "TinyLLMHighErrorRate",
         "sum by (model) (rate({ns}_errors_total[5m]))\n"

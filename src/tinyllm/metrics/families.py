@@ -102,7 +102,7 @@ class FamilySet(Mapping[str, Family]):
                 registry.unregister(fam.metric)
             raise
         self._families = families
-        # Seed 001's system info: constant labels, value 1 (an "info" gauge that
+        # The original metrics set's system info: constant labels, value 1 (an "info" gauge that
         # prometheus_client's multiprocess mode can carry, unlike Info).
         info = families["system_info"]
         info.child((__version__, platform.python_version(), platform.platform()), 1).set(1)

@@ -1,12 +1,12 @@
-"""GPU gauges: ``update_gpu_metrics`` (seed 002) and an NVML sampler.
+"""GPU gauges: ``update_gpu_metrics`` (the inference-server API) and an NVML sampler.
 
 ``update_gpu_metrics`` takes whatever the caller knows (for a PyTorch server:
 ``torch.cuda.memory_allocated`` as used and ``memory_reserved`` as reserved, which is
-seed 002's meaning of "memory efficiency"). ``GPUSampler`` reads every NVIDIA device
-through NVML (``pip install 'tinyllm[gpu]'``) on a background thread; it reports the
-device's memory in use as *used* and the device's total memory as *reserved*, so
-there the efficiency ratio is the device's fill level. Without nvidia-ml-py or without
-a GPU, ``gpu_status()`` says why and nothing else changes.
+the inference-server API's meaning of "memory efficiency"). ``GPUSampler`` reads every
+NVIDIA device through NVML (``pip install 'tinyllm[gpu]'``) on a background thread; it
+reports the device's memory in use as *used* and the device's total memory as
+*reserved*, so there the efficiency ratio is the device's fill level. Without
+nvidia-ml-py or without a GPU, ``gpu_status()`` says why and nothing else changes.
 
 Example:
     >>> from tinyllm.metrics import update_gpu_metrics

@@ -26,8 +26,8 @@ _GROUP_TITLES = {
     "queue": "Queue",
     "other": "Other",
     "pipeline": "The observability pipeline itself",
-    "inference": "Inference (seed 002)",
-    "gpu": "GPU (seed 002)",
+    "inference": "Inference (the inference-server API)",
+    "gpu": "GPU (the inference-server API)",
 }
 
 
@@ -92,7 +92,7 @@ def render_metrics_reference(namespace: str = "tinyllm") -> str:
         out += [f"### {rule.name}", "", "```promql", rule.expr.replace("{ns}", namespace), "```",
                 "", f"For {rule.duration}, severity {rule.severity}. {rule.summary}"]
         if rule.note:
-            out += ["", f"*Differs from the seed:* {rule.note}"]
+            out += ["", f"*Differs from the original rule:* {rule.note}"]
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 

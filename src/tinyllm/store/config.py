@@ -108,8 +108,8 @@ def configure_store(
 
     Returns the new ``MetricsDatabase``, or None (after closing any previous store) when
     neither names one. ``event_prefix`` goes to the ``StoreObserver`` (``"diffusion_"``
-    gives seed 004's ``diffusion_generate``). Raises ValueError/TypeError for a bad
-    target and SQLAlchemy's errors when the database cannot be opened; the previous
+    gives the diffusion service's ``diffusion_generate``). Raises ValueError/TypeError for
+    a bad target and SQLAlchemy's errors when the database cannot be opened; the previous
     store then stays in place.
 
     Example:

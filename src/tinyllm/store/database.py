@@ -1,4 +1,4 @@
-"""``MetricsDatabase``: seed 004's performance-event store, on SQLite or PostgreSQL.
+"""``MetricsDatabase``: the performance-event store, on SQLite or PostgreSQL.
 
 Writes never touch the disk on the caller's thread: ``record_event`` validates, then
 appends to a bounded queue that a background writer commits in batches (see
@@ -46,7 +46,8 @@ __all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
 
 log = logging.getLogger("tinyllm.store")
 
-#: Seed 004: "The metrics database is stored in ./metrics.db by default".
+#: The performance-event store's documented default: "The metrics database is stored in
+#: ./metrics.db by default".
 DEFAULT_TARGET = "./metrics.db"
 _PAGE = 2000  # rows per round trip when reading raw rows back (flat memory)
 _LOCK_KEY = 0x746C6C6D  # PostgreSQL advisory lock serialising concurrent schema creation
@@ -119,7 +120,7 @@ def _check_number(name: str, value: Any) -> None:
 
 
 class MetricsDatabase:
-    """The performance-event store (seed 004's ``MetricsDatabase``).
+    """The performance-event store (the diffusion service's ``MetricsDatabase`` API).
 
     Args:
         target: a SQLite file path (default ``./metrics.db``), ``sqlite:///path``, or a
@@ -204,7 +205,7 @@ class MetricsDatabase:
                     conn.execute(CreateIndex(index, if_not_exists=True))
         with self.engine.begin() as conn:
             # The first opener claims the "rollups" key (a write: concurrent openers wait
-            # on it) and folds any rows already there, e.g. a database the seed created.
+            # on it) and folds any rows already there, e.g. one the original table created.
             claimed = conn.execute(make_meta_claim(self.engine),
                                    {"key": "rollups", "value": "1"})
             if claimed.rowcount == 1:
@@ -365,7 +366,7 @@ class MetricsDatabase:
         *,
         recent: int = 10,
     ) -> dict[str, Any]:
-        """Seed 004's summary over ``[since, until)`` (epoch seconds), optionally one model.
+        """The summary over ``[since, until)`` (epoch seconds), optionally of one model.
 
         Keys: ``overall`` (total_requests, success_rate in percent, average_latency),
         ``endpoints`` (requests, errors, error_rate in percent), ``average_latency_by_
@@ -436,7 +437,7 @@ class MetricsDatabase:
         """The export in ``format`` (``json``, ``prometheus``, ``influxdb``) as chunks.
 
         ``prefix`` names the Prometheus families and the InfluxDB measurement (default
-        ``tinyllm_store``, clear of the live collector's names; seed 004 uses
+        ``tinyllm_store``, clear of the live collector's names; the diffusion service uses
         ``diffusion_llm``). ``timestamp_ns`` stamps InfluxDB points (default: ``until``,
         else now). Memory stays flat: the JSON export reads 1,000 events per query, by
         id range, and yields them as one chunk, the stored metadata JSON spliced in as

@@ -1,12 +1,14 @@
-"""Seed 004's exports: ``json``, ``prometheus`` (text format 0.0.4), ``influxdb`` (line
-protocol), each an iterator of string chunks.
+"""The store's exports, as the diffusion service's endpoints serve them: ``json``,
+``prometheus`` (text format 0.0.4), ``influxdb`` (line protocol), each an iterator of
+string chunks.
 
-With ``prefix="diffusion_llm"`` the Prometheus output starts with exactly the seed's
-four families (requests_total, errors_total, latency_seconds, tokens_total: HELP and
-TYPE lines, labels, values, a blank line between families); after them comes one
-addition, ``<prefix>_request_duration_seconds``, a summary with p50/p95/p99 per event
-type. The InfluxDB output is the seed's ``requests``, ``latency`` and ``tokens`` points,
-then ``errors`` (per endpoint) and ``latency_quantiles`` (p50/p95/p99 per event type).
+With ``prefix="diffusion_llm"`` the Prometheus output starts with exactly the diffusion
+service's four families (requests_total, errors_total, latency_seconds, tokens_total:
+HELP and TYPE lines, labels, values, a blank line between families); after them comes
+one addition, ``<prefix>_request_duration_seconds``, a summary with p50/p95/p99 per
+event type. The InfluxDB output is the diffusion service's ``requests``, ``latency``
+and ``tokens`` points, then ``errors`` (per endpoint) and ``latency_quantiles``
+(p50/p95/p99 per event type).
 
 Example:
     >>> t = Totals()
@@ -121,7 +123,8 @@ def prometheus_lines(t: Totals, prefix: str) -> Iterator[str]:
                         "event_type", {et: _num(d / n) for et, (n, d, _t) in types.items() if n})
     yield "\n" + family("tokens_total", "Total tokens generated", "counter", "event_type",
                         {et: tok for et, (_n, _d, tok) in types.items()})
-    # Beyond the seed: quantiles from the log-scale histograms, as a summary family.
+    # Beyond the diffusion service's export: quantiles from the log-scale histograms, as a
+    # summary family.
     name = f"{prefix}_request_duration_seconds"
     lines = [f"\n# HELP {name} Request latency quantiles in seconds (log-scale histogram, "
              f"within 4.4%)\n# TYPE {name} summary\n"]
@@ -152,7 +155,7 @@ def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[s
                   for et, (n, d, _t) in types.items() if n)
     yield "".join(f"{m},type=tokens,event_type={_tag(et)} count={tok} {ts}\n"
                   for et, (_n, _d, tok) in types.items())
-    # Beyond the seed.
+    # Beyond the diffusion service's export.
     yield "".join(f"{m},type=errors,endpoint={_tag(ep)} count={e} {ts}\n"
                   for ep, (_n, e) in eps.items())
     lines = []

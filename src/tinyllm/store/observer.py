@@ -31,9 +31,9 @@ def _endpoint(request_type: str) -> str:
 class StoreObserver:
     """A ``RequestObserver`` that records each finished request in ``db``.
 
-    ``event_prefix`` is prepended to the request type (``"diffusion_"`` gives seed 004's
-    ``diffusion_generate``); the endpoint is stored explicitly, so the product-prefix
-    rule never has to guess.
+    ``event_prefix`` is prepended to the request type (``"diffusion_"`` gives the
+    diffusion service's ``diffusion_generate``); the endpoint is stored explicitly, so the
+    product-prefix rule never has to guess.
     """
 
     __slots__ = ("_endpoints", "_prefix", "_record", "db")

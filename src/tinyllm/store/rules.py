@@ -63,7 +63,8 @@ def derive_endpoint(event_type: str) -> str:
 
 
 def estimate_tokens(text: str) -> int:
-    """Seed 004's token estimate, ``max(1, len(text) // 4)``: only when no real count is known.
+    """The diffusion service's token estimate, ``max(1, len(text) // 4)``: only when no real
+    count is known.
 
     Example:
         >>> estimate_tokens(""), estimate_tokens("a" * 100)

@@ -1,8 +1,9 @@
 """The store's tables, as SQLAlchemy Core metadata.
 
-``performance_events`` is seed 004's table, column for column: a database created by
-the seed's own ``CREATE TABLE`` opens and reads as is. The rest is ours and derived
-from it, so it can always be rebuilt (``MetricsDatabase.rebuild_rollups``):
+``performance_events`` is the performance-event store's original table, column for
+column: a database created by its original ``CREATE TABLE`` opens and reads as is. The
+rest is ours and derived from it, so it can always be rebuilt
+(``MetricsDatabase.rebuild_rollups``):
 
 * ``performance_rollups``: per hour and (event_type, endpoint, model_id): requests,
   errors, duration sum, tokens. The summary and the exports read these, not the raw
@@ -11,9 +12,9 @@ from it, so it can always be rebuilt (``MetricsDatabase.rebuild_rollups``):
   latency histogram (8 bins per doubling) for p50/p95/p99.
 * ``store_meta``: key/value; ``rollups`` marks that the roll-ups cover the raw rows.
 
-Seed 004 says ``REAL`` for ``duration`` and ``timestamp``. SQLite's REAL is an 8-byte
-float; PostgreSQL's REAL is a 4-byte float, which cannot even hold an epoch timestamp
-to the minute, so on PostgreSQL those two columns are ``DOUBLE PRECISION``.
+The original table says ``REAL`` for ``duration`` and ``timestamp``. SQLite's REAL is
+an 8-byte float; PostgreSQL's REAL is a 4-byte float, which cannot even hold an epoch
+timestamp to the minute, so on PostgreSQL those two columns are ``DOUBLE PRECISION``.
 
 Example:
     >>> from tinyllm.store.schema import performance_events
@@ -72,7 +73,7 @@ BIN_MIN, BIN_MAX = -25 * BINS_PER_DOUBLING, 15 * BINS_PER_DOUBLING
 #: The bin of a zero duration.
 BIN_NONE = BIN_MIN - 1
 
-# A float column: REAL as the seed says, 8-byte on PostgreSQL (see the module docstring).
+# A float column: REAL as the original table says, 8-byte on PostgreSQL (see the module docstring).
 _Real: TypeEngine[float] = REAL().with_variant(DOUBLE_PRECISION(), "postgresql")
 
 metadata_obj = MetaData()
@@ -128,9 +129,9 @@ store_meta = Table(
 
 @compiles(CreateColumn, "sqlite")
 def _seed_id_column(element: CreateColumn, compiler: Any, **kw: Any) -> str:
-    # SQLite: the seed declares "id INTEGER PRIMARY KEY AUTOINCREMENT" with no NOT NULL
-    # (the rowid is never NULL anyway); render it so, so PRAGMA table_info matches the
-    # seed's flag for flag. PostgreSQL keeps the NOT NULL an identity column requires.
+    # SQLite: the original table declares "id INTEGER PRIMARY KEY AUTOINCREMENT" with no
+    # NOT NULL (the rowid is never NULL anyway); render it so, so PRAGMA table_info matches
+    # the original's flag for flag. PostgreSQL keeps the NOT NULL an identity column requires.
     text: str = compiler.visit_create_column(element, **kw)
     column = element.element
     if column.table is performance_events and column.name == "id":

@@ -1,4 +1,4 @@
-"""Seed 004's summary, read from the roll-ups plus the raw rows at the range's edges.
+"""The store's summary, read from the roll-ups plus the raw rows at the range's edges.
 
 A range ``[since, until)`` is answered as: the whole roll-up buckets inside it, plus
 the raw rows of the partial buckets at either end (folded with the same rules as the
@@ -202,7 +202,8 @@ def summarise(t: Totals) -> dict[str, Any]:
     return {
         "overall": {
             "total_requests": total,
-            # Seed 004: ((total_requests - error_count) / total_requests) * 100.
+            # As the diffusion service computes it:
+            # ((total_requests - error_count) / total_requests) * 100.
             "success_rate": (total - errors) / total * 100 if total else 0.0,
             "average_latency": dsum / total if total else 0.0,
         },
