@@ -14,7 +14,7 @@ Run with ``make bench`` (or ``python benchmarks/bench_events.py``). Cases:
 * for reference, the same log line (a fresh event id each time, like an event's)
   written directly with ``tinyllm.logging``.
 
-Every ``emit_event`` call is seed 003's example: category EXECUTION, severity INFO,
+Every ``emit_event`` call is the observability guide's example: category EXECUTION, severity INFO,
 ``data={"node_id": "entry", "duration_ms": 123}``, two tags; no span is active.
 
 Method: timeit loops (the garbage collector off while one runs); each case is timed

@@ -78,7 +78,7 @@ RAW_INSERT = ("INSERT INTO performance_events (model_id, user_id, event_type, du
 
 
 def raw_db(path: Path) -> sqlite3.Connection:
-    """Raw's database: seed 004's table in WAL, synchronous=NORMAL, autocommit."""
+    """Raw's database: the store's original table in WAL, synchronous=NORMAL, autocommit."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

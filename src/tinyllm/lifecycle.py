@@ -1,10 +1,12 @@
 """The one request lifecycle: every LLM request is observed once, here.
 
-Decorators, ``InferenceContext`` and (later) the model clients all open a ``Request``
-from a ``RequestLifecycle``; the request feeds both metric vocabularies at once —
-seed 000's ``tinyllm_requests_total``/``request_latency_seconds``/``tokens_*`` and
-seed 002's ``inference_*``/``tokens_generated_total``/TTFT/inter-token families — and
-then tells any registered observers (tracing, logs, the store) that it ended.
+Decorators, ``InferenceContext`` and the model clients all open a ``Request`` from a
+``RequestLifecycle``; the request feeds both metric vocabularies at once — the collector
+API's ``tinyllm_requests_total``/``request_latency_seconds``/``tokens_*`` and the
+inference-server API's ``inference_*``/``tokens_generated_total``/TTFT/inter-token
+families — and tells the registered observers (tracing, logs, events, the store) when
+it starts and ends. The lifecycle knows none of them: tinyllm's composition root attaches
+the default ones through ``set_lifecycle_setup``.
 
 The per-token path (``Request.token``) does one ``perf_counter()`` and one histogram
 observation on a child resolved when the request started: no label lookups, no I/O,

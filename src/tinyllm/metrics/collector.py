@@ -1,4 +1,4 @@
-"""``MetricsCollector``: seed 000's API over the catalog's families.
+"""``MetricsCollector``: the collector API over the catalog's families.
 
 Example:
     >>> from prometheus_client import CollectorRegistry
@@ -294,7 +294,7 @@ class MetricsCollector:
         check_amount("count", count, integral=True)
         self._child("queue_active_workers", ()).set(count)
 
-    # -- inference extras (seed 002) ----------------------------------------------------
+    # -- inference extras (the inference-server API) ------------------------------
     def record_batch(self, batch_size: int, model: str = "unknown") -> None:
         """Observe one inference batch of ``batch_size`` requests."""
         check_amount("batch_size", batch_size, integral=True)

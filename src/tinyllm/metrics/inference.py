@@ -1,4 +1,4 @@
-"""Seed 002's inference API: ``InferenceContext`` and the two decorators.
+"""The inference-server API: ``InferenceContext`` and the two decorators.
 
 All three open one request on the request lifecycle, so the same request shows up in
 ``tinyllm_requests_total`` and ``tinyllm_inference_requests_total`` alike.
