@@ -189,7 +189,7 @@ FIRST_IMPORT = textwrap.dedent("""
 def test_every_module_can_be_the_first_one_imported() -> None:
     # The static graph above cannot see Python's own order: importing a.b.c runs a and
     # a.b first. A package facade that re-exported a higher layer eagerly made
-    # `import tinyllm.http.store_routes` fail when it came before `import tinyllm.store`.
+    # `import tinyllm.http.store` fail when it came before `import tinyllm.store`.
     # Each module is imported first in a process of its own (forked, third-party
     # libraries already loaded, so this takes seconds).
     import subprocess

@@ -102,7 +102,7 @@ def _store_routes(
 ) -> dict[str, Route]:
     """The store's routes for ``tinyllm metrics``; exit 2 on a bad option, 1 when the
     database cannot be opened."""
-    from tinyllm.http.store_routes import check_api_prefix, store_routes
+    from tinyllm.http.store import check_api_prefix, store_routes
     from tinyllm.store.export import check_prefix
 
     try:

@@ -235,7 +235,7 @@ def _start_server(port: int | None, host: str, with_store: bool) -> MetricsServe
 
     routes = {}
     if with_store:
-        from tinyllm.http.store_routes import store_routes
+        from tinyllm.http.store import store_routes
         from tinyllm.store import get_store
 
         store = get_store()

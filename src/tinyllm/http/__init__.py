@@ -5,7 +5,7 @@
 * ``asgi_app`` (any ASGI server: uvicorn, or mounted in a Starlette / FastAPI app).
 
 Both serve the same ``Router``: ``/metrics``, ``/health`` and whatever routes are given
-(the store's summary and exports: ``tinyllm.http.store_routes``), with the same answers,
+(the store's summary and exports: ``tinyllm.http.store``), with the same answers,
 the same 400s and 404s, gzip and streaming.
 
 Example:

@@ -21,7 +21,7 @@ from tinyllm.store.observer import StoreObserver
 from tinyllm.store.rules import derive_endpoint, estimate_tokens
 
 if typing.TYPE_CHECKING:
-    from tinyllm.http.store_routes import DEFAULT_API_PREFIX, store_asgi_app, store_routes
+    from tinyllm.http.store import DEFAULT_API_PREFIX, store_asgi_app, store_routes
 
 __all__ = [
     "CONTENT_TYPES",
@@ -42,11 +42,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> typing.Any:
-    # The store's HTTP routes are a surface (tinyllm.http.store_routes), a layer above
+    # The store's HTTP routes are a surface (tinyllm.http.store), a layer above
     # this package: re-exported on first use, so that importing the store never imports
     # the HTTP surface, and the surface can import the store.
     if name in ("DEFAULT_API_PREFIX", "store_asgi_app", "store_routes"):
-        from tinyllm.http import store_routes
+        from tinyllm.http import store as store_http
 
-        return getattr(store_routes, name)
+        return getattr(store_http, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
