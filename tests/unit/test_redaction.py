@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyllm import redaction
 from tinyllm.redaction import (
     REDACTED,
     RedactionPolicy,
+    _policy,
     configure_redaction,
     get_redaction_policy,
     redact,
@@ -275,7 +275,7 @@ def test_bad_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_safe_cache_is_bounded_and_never_holds_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redaction, "_SAFE_CACHE_MAX", 10)
+    monkeypatch.setattr(_policy, "_SAFE_CACHE_MAX", 10)
     policy = RedactionPolicy()
     for i in range(25):
         policy.redact_text(f"plain-{i}")

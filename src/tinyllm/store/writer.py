@@ -16,8 +16,8 @@ logged once per reason; the threads never die. An event whose metadata cannot be
 redacted or serialised is dropped alone (``invalid_event``), not with its batch.
 
 Why it is built this way (measured at 1,000,000 events; docs/performance.md has the
-figures): ``json.dumps`` builds a C encoder per call, so one is built once; redaction
-walks every dict, so a flat dict of plain values the policy has already seen is
+figures): ``json.dumps`` builds a C encoder per call, so one is built once (``_codec``);
+redaction walks every dict, so a flat dict of plain values the policy has already seen is
 recognised with a cheap check; the SQLite statements are multi-row (see
 ``_statements``), because a thread that releases the GIL once per row crawls while
 another thread runs Python; and the preparing thread hands the GIL to the committing
@@ -28,13 +28,11 @@ thread of their own (``_wal``), poked after each commit.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from json import encoder as _json_encoder
 from math import floor, log2
 from queue import Empty, Queue
 from typing import Any
@@ -43,6 +41,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tinyllm.store import schema
+from tinyllm.store._codec import _make_encoder, parse_metadata
 from tinyllm.store.rules import classify, derive_endpoint
 
 __all__ = [
@@ -105,55 +104,6 @@ def _redaction_module() -> Any:
         return importlib.import_module("tinyllm.redaction")
     except ImportError:
         return None
-
-
-def _make_encoder() -> Callable[[Any], str]:
-    """``encode(obj) -> str``: JSON like ``json.dumps(obj, default=str, ensure_ascii=False)``
-    (compact: orjson's separators).
-
-    ``json.dumps`` builds a new C encoder object on every call; for a metadata dict of a
-    few keys that set-up cost more than the encoding (measured: ~40 % of the call). One
-    encoder, built once and called directly, does the same work without it. No cycle
-    check: redaction hands over a fresh tree, and a cyclic one fails its event alone.
-    """
-    make = getattr(_json_encoder, "c_make_encoder", None)
-    if make is None:  # an interpreter without the _json accelerator
-        return json.JSONEncoder(default=str, ensure_ascii=False, check_circular=False).encode
-    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
-    # skipkeys, allow_nan): what JSONEncoder(default=str, ensure_ascii=False,
-    # check_circular=False) hands the C encoder.
-    encoder = make(None, str, _json_encoder.encode_basestring, None, ": ", ", ", False,
-                   False, True)
-    join = "".join
-
-    def stdlib(obj: Any) -> str:
-        return join(encoder(obj, 0))
-
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - a dependency; kept optional for embedders
-        return stdlib
-    dumps, fallback_errors = orjson.dumps, (TypeError, orjson.JSONEncodeError)
-    options = orjson.OPT_NON_STR_KEYS
-
-    def encode(obj: Any) -> str:
-        # orjson encodes a metadata dict in ~0.7 us against the C encoder's ~5 us: the
-        # biggest share of the writer's GIL-bound work. Plain dumps() first: passing
-        # default= and option= costs another ~0.25 us per call, and only a dict with
-        # non-str keys or values orjson does not know needs them. What orjson refuses
-        # even then (an int past 64 bits; NaN is fine: it writes null) goes through the
-        # stdlib encoder, so the stored text is always valid JSON and no event is lost.
-        try:
-            return dumps(obj).decode()
-        except fallback_errors:
-            pass
-        try:
-            return dumps(obj, default=str, option=options).decode()
-        except fallback_errors:
-            return stdlib(obj)
-
-    return encode
-
 
 class _Work:
     """One prepared batch on its way to the committing thread."""
@@ -462,63 +412,3 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
         hkey = (hbucket, event_type, model_id, b)
         bins[hkey] = bins.get(hkey, 0) + 1
 
-
-#: orjson reads an int outside [-2**63, 2**64) as a float: a float at or past these
-#: bounds may have been such an int (NaN, compared, is caught too).
-_I64_MIN, _U64_END = -(2.0**63), 2.0**64
-
-
-def _no_wide_floats(obj: Any) -> bool:
-    """False when ``obj`` (parsed JSON) holds a float orjson may have made of a wide int."""
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if not _I64_MIN < item < _U64_END:
-                return False
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-    return True
-
-
-def _make_loads() -> Callable[[str], Any]:
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - a dependency; kept optional for embedders
-        return json.loads
-    fast, stdlib, refused = orjson.loads, json.loads, (orjson.JSONDecodeError, UnicodeError)
-
-    def loads(text: str) -> Any:
-        # orjson plus the check reads a metadata dict in 1.6 us, the stdlib in 3.3. The
-        # stdlib reads what orjson refuses (NaN/Infinity literals, which the stdlib
-        # writes; lone surrogates) and any text whose result holds a float past 64-bit
-        # int range, because orjson reads an int past 64 bits as a float: both read the
-        # same objects.
-        try:
-            obj = fast(text)
-        except refused:
-            return stdlib(text)
-        return obj if _no_wide_floats(obj) else stdlib(text)
-
-    return loads
-
-
-_loads = _make_loads()
-
-
-def parse_metadata(text: str | None) -> Any:
-    """A stored ``metadata`` column back as an object; unparsable text as ``None``.
-
-    Example:
-        >>> parse_metadata('{"token_count": 3, "t": NaN}')["token_count"], parse_metadata("{")
-        (3, None)
-    """
-    if not text:
-        return None
-    try:
-        return _loads(text)
-    except ValueError:
-        return None

@@ -9,12 +9,13 @@ and no noise.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import (
@@ -220,53 +221,33 @@ def _otlp_missing(exc: ImportError) -> ImportError:
 
 def span_exporter(r: _Resolved) -> SpanExporter | None:
     """The exporter the resolved config asks for (None for ``exporter="none"``)."""
-    if r.exporter == "none":
-        return None
-    if r.exporter == "console":
-        # stderr: stdout belongs to the command's output (tinyllm run ... | jq).
-        return ConsoleSpanExporter(out=sys.stderr)
-    try:
-        if r.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
-
-            return GrpcExporter(
-                endpoint=r.traces_endpoint, headers=r.headers or None, timeout=r.export_timeout
-            )
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-    except ImportError as exc:
-        raise _otlp_missing(exc) from exc
-    return HttpExporter(
-        endpoint=r.traces_endpoint, headers=r.headers or None, timeout=r.export_timeout
-    )
+    return cast("SpanExporter | None", _exporter(
+        r, ConsoleSpanExporter, "trace_exporter", "OTLPSpanExporter", r.traces_endpoint))
 
 
 def metric_exporter(r: _Resolved) -> MetricExporter | None:
     """The metric exporter the resolved config asks for (None for ``"none"``)."""
+    return cast("MetricExporter | None", _exporter(
+        r, ConsoleMetricExporter, "metric_exporter", "OTLPMetricExporter", r.metrics_endpoint))
+
+
+def _exporter(
+    r: _Resolved, console: Callable[..., Any], module: str, name: str, endpoint: str | None
+) -> Any:
+    """One signal's exporter: ``console`` writing to stderr, or the OTLP exporter class
+    ``name`` of ``opentelemetry.exporter.otlp.proto.<grpc|http>.<module>``."""
     if r.exporter == "none":
         return None
     if r.exporter == "console":
-        return ConsoleMetricExporter(out=sys.stderr)
+        # stderr: stdout belongs to the command's output (tinyllm run ... | jq).
+        return console(out=sys.stderr)
+    transport = "grpc" if r.protocol == "grpc" else "http"
     try:
-        if r.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                OTLPMetricExporter as GrpcMetricExporter,
-            )
-
-            return GrpcMetricExporter(
-                endpoint=r.metrics_endpoint, headers=r.headers or None, timeout=r.export_timeout
-            )
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpMetricExporter,
-        )
+        otlp = getattr(importlib.import_module(
+            f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), name)
     except ImportError as exc:
         raise _otlp_missing(exc) from exc
-    return HttpMetricExporter(
-        endpoint=r.metrics_endpoint, headers=r.headers or None, timeout=r.export_timeout
-    )
+    return otlp(endpoint=endpoint, headers=r.headers or None, timeout=r.export_timeout)
 
 
 def host_port(endpoint: str) -> tuple[str, int]:

@@ -12,10 +12,11 @@ import functools
 import inspect
 import traceback
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from opentelemetry.context import Context
 from opentelemetry.context import attach as _attach
 from opentelemetry.context import detach as _detach
 from opentelemetry.trace import (
@@ -110,6 +111,14 @@ def _record_error(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
 
 
+def _end(span: Span, exc: BaseException | None) -> None:
+    """End ``span``, marked ERROR by ``exc`` unless that is None or ``GeneratorExit`` (a
+    generator being closed early: not a failure)."""
+    if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
+        _record_error(span, exc)
+    span.end()
+
+
 # -- trace_span -------------------------------------------------------------------------
 class _NoopSpan:
     """What ``trace_span`` returns with tracing off: shared, stateless, free."""
@@ -163,12 +172,8 @@ class _LiveSpan:
         if token is None:
             return
         self._token = None
-        span = self._span
         try:
-            # GeneratorExit is a generator being closed early: not a failure.
-            if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
-                _record_error(span, exc)
-            span.end()
+            _end(self._span, exc)
         finally:
             _detach(token)  # type: ignore[arg-type]
 
@@ -349,17 +354,32 @@ def traced(name: Any = None, attributes: Mapping[str, Any] | None = None) -> Any
     return decorate
 
 
-def _start(name: str, attrs: Mapping[str, Any]) -> Span:
-    tracer = _tracer
-    if tracer is None:
-        return INVALID_SPAN
-    return tracer.start_span(name, attributes=_clean(attrs))
+class _IterationSpan:
+    """The span of one traced generator's whole iteration, ended (ERROR on an exception;
+    closing early is not one) when the ``with`` block leaves. ``with`` gives the
+    OpenTelemetry context to make current around each step of the generator (None
+    while tracing is off), so the span is current only while the generator's own code
+    runs, never in the consumer's code between items."""
+
+    __slots__ = ("_attrs", "_name", "_span")
+
+    def __init__(self, name: str, attrs: Mapping[str, Any]) -> None:
+        self._name = name
+        self._attrs = attrs
+        self._span: Span = INVALID_SPAN
+
+    def __enter__(self) -> Context | None:
+        tracer = _tracer
+        if tracer is None:
+            return None
+        span = self._span = tracer.start_span(self._name, attributes=_clean(self._attrs))
+        return set_span_in_context(span)
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        _end(self._span, exc)
 
 
-def _end(span: Span, exc: BaseException | None) -> None:
-    if exc is not None and span.is_recording():
-        _record_error(span, exc)
-    span.end()
+_NOTHING = nullcontext()  # what a traced async generator opens with tracing off
 
 
 def _wrap_generator(
@@ -370,27 +390,23 @@ def _wrap_generator(
         if _tracer is None:
             return (yield from fn(*args, **kwargs))
         gen = fn(*args, **kwargs)
-        span = _start(span_name, attrs)
-        ctx = set_span_in_context(span)
-        sent: Any = None
-        thrown: BaseException | None = None
-        try:
+        with _IterationSpan(span_name, attrs) as ctx:
+            if ctx is None:  # telemetry was shut down just now
+                return (yield from gen)
+            # `yield from` with the context attached around each step, by hand: a
+            # forwarding object's method call per item would cost more than the rest.
+            send = gen.send
+            step, arg = send, None
             while True:
-                # The span is current only while the generator's own code runs.
                 token = _attach(ctx)
                 try:
-                    if thrown is None:
-                        item = gen.send(sent)
-                    else:
-                        item, thrown = gen.throw(thrown), None
+                    item = step(arg)
                 except StopIteration as stop:
-                    result = stop.value
-                    break
+                    return stop.value
                 finally:
                     _detach(token)
-                sent = None
                 try:
-                    sent = yield item
+                    arg, step = (yield item), send
                 except GeneratorExit:
                     token = _attach(ctx)
                     try:
@@ -399,15 +415,7 @@ def _wrap_generator(
                         _detach(token)
                     raise
                 except BaseException as exc:  # thrown in by the consumer: pass it on
-                    thrown = exc
-        except GeneratorExit:
-            span.end()
-            raise
-        except BaseException as exc:
-            _end(span, exc)
-            raise
-        span.end()
-        return result
+                    arg, step = exc, gen.throw
 
     return run
 
@@ -418,27 +426,21 @@ def _wrap_async_generator(
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         agen: Any = fn(*args, **kwargs)
-        tracing = _tracer is not None
-        span = _start(span_name, attrs) if tracing else INVALID_SPAN
-        ctx = set_span_in_context(span) if tracing else None
-        sent: Any = None
-        thrown: BaseException | None = None
-        try:
+        # No `yield from` in an async generator: its steps are forwarded by hand.
+        with _IterationSpan(span_name, attrs) if _tracer is not None else _NOTHING as ctx:
+            asend = agen.asend
+            step, arg = asend, None
             while True:
                 token = _attach(ctx) if ctx is not None else None
                 try:
-                    if thrown is None:
-                        item = await agen.asend(sent)
-                    else:
-                        item, thrown = await agen.athrow(thrown), None
+                    item = await step(arg)
                 except StopAsyncIteration:
-                    break
+                    return
                 finally:
                     if token is not None:
                         _detach(token)
-                sent = None
                 try:
-                    sent = yield item
+                    arg, step = (yield item), asend
                 except GeneratorExit:
                     token = _attach(ctx) if ctx is not None else None
                     try:
@@ -448,13 +450,6 @@ def _wrap_async_generator(
                             _detach(token)
                     raise
                 except BaseException as exc:  # thrown in by the consumer: pass it on
-                    thrown = exc
-        except GeneratorExit:
-            span.end()
-            raise
-        except BaseException as exc:
-            _end(span, exc)
-            raise
-        span.end()
+                    arg, step = exc, agen.athrow
 
     return run
