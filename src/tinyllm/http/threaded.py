@@ -65,13 +65,15 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.server.router.dispatch(
             self.command, parts.path, parts.query, Headers(self.headers.items()))
         send_body = self.command != "HEAD"
+        extra = {"Content-Length": str(len(response.body))}
         if self.command not in METHODS:
-            # Its body (if any) was not read: the connection cannot carry another request.
-            self.close_connection = True
+            # Its body (if any) was not read: the connection cannot carry another
+            # request, and the client is told so (or it would try to reuse it).
+            extra["Connection"] = "close"
         if response.rest is not None:
             self._stream(response, send_body)
             return
-        self._head(response, {"Content-Length": str(len(response.body))})
+        self._head(response, extra)
         if send_body:
             self.wfile.write(response.body)
 

@@ -24,7 +24,9 @@ import atexit
 import logging
 import math
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -38,9 +40,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from tinyllm.store import _wal, schema
 from tinyllm.store._checks import check_range, check_text
+from tinyllm.store._codec import parse_metadata
 from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
 from tinyllm.store._wal import WalCheckpointer
-from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events, parse_metadata
+from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events
 
 __all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
 
@@ -83,13 +86,27 @@ def _to_url(target: str | os.PathLike[str]) -> str:
                      f"got scheme {scheme!r}")
 
 
+def _set_wal(cur: Any, attempts: int = 100) -> None:
+    """``journal_mode=WAL``, retried: processes opening a new database at once race to
+    switch it, and SQLite answers the loser "database is locked" at once, without
+    waiting on the busy timeout."""
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=10000")
     # WAL: readers never block the writer; NORMAL: a commit survives a process crash
     # (SIGKILL), and costs no fsync per batch (power loss may lose the last batches).
-    cur.execute("PRAGMA journal_mode=WAL")
+    _set_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
     # Checkpoints run on a thread of their own (store/_wal.py), not inside our commits,
     # except past a 64 MB WAL, where only the committing connection can make the WAL
     # start over (_wal explains).
@@ -104,6 +121,26 @@ def _as_events(rows: Any) -> Iterator[Event]:
     """Rows of (id, event_type, duration, model_id, timestamp, metadata text) as events."""
     for _id, event_type, duration, model_id, ts, md in rows:
         yield (event_type, float(duration), model_id, "", float(ts), parse_metadata(md))
+
+
+def _fold_rows(conn: Connection, *where: Any) -> tuple[Sums, Bins, int]:
+    """The roll-up increments of the raw rows matching ``where`` (all rows without it),
+    read a page at a time by id (flat memory), and how many rows they were."""
+    e = schema.performance_events
+    sums: Sums = {}
+    bins: Bins = {}
+    endpoints: dict[str, str] = {}
+    last, seen = -1, 0
+    while True:
+        rows = conn.execute(
+            select(e.c.id, e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
+                   e.c.metadata).where(e.c.id > last, *where).order_by(e.c.id).limit(_PAGE)
+        ).all()
+        if not rows:
+            return sums, bins, seen
+        fold_events(sums, bins, endpoints, _as_events(rows))
+        last = rows[-1][0]
+        seen += len(rows)
 
 
 _INF = math.inf
@@ -212,21 +249,7 @@ class MetricsDatabase:
                 self._fold_existing(conn)
 
     def _fold_existing(self, conn: Connection) -> int:
-        e = schema.performance_events
-        sums: Sums = {}
-        bins: Bins = {}
-        endpoints: dict[str, str] = {}
-        last, seen = -1, 0
-        while True:
-            rows = conn.execute(
-                select(e.c.id, e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
-                       e.c.metadata).where(e.c.id > last).order_by(e.c.id).limit(_PAGE)
-            ).all()
-            if not rows:
-                break
-            fold_events(sums, bins, endpoints, _as_events(rows))
-            last = rows[-1][0]
-            seen += len(rows)
+        sums, bins, seen = _fold_rows(conn)
         self._upsert(conn, sums, bins)
         return seen
 
@@ -482,21 +505,7 @@ class MetricsDatabase:
             removed = conn.execute(delete(e).where(e.c.timestamp < cutoff)).rowcount
             conn.execute(delete(r).where(r.c.bucket < cutoff))
             conn.execute(delete(b).where(b.c.bucket < cutoff))
-            sums: Sums = {}
-            bins: Bins = {}
-            endpoints: dict[str, str] = {}
-            last = -1
-            while True:
-                rows = conn.execute(
-                    select(e.c.id, e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
-                           e.c.metadata)
-                    .where(e.c.id > last, e.c.timestamp >= cutoff, e.c.timestamp < end)
-                    .order_by(e.c.id).limit(_PAGE)
-                ).all()
-                if not rows:
-                    break
-                fold_events(sums, bins, endpoints, _as_events(rows))
-                last = rows[-1][0]
+            sums, bins, _ = _fold_rows(conn, e.c.timestamp >= cutoff, e.c.timestamp < end)
             self._upsert(conn, {k: v for k, v in sums.items() if k[0] < cutoff},
                          {k: v for k, v in bins.items() if k[0] < cutoff})
         return int(removed or 0)

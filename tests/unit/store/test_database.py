@@ -382,3 +382,30 @@ def test_rebuild_rollups_picks_up_rows_written_behind_our_back(
     assert db.get_summary()["overall"]["total_requests"] == 15
     assert db.rebuild_rollups() == 16
     assert db.get_summary()["overall"]["total_requests"] == 16
+
+
+def test_switching_a_new_database_to_wal_is_retried_when_another_process_races() -> None:
+    # Four processes opening one new SQLite file at once: the losers of the switch to
+    # WAL are told "database is locked" at once (no busy wait), and must try again.
+    import sqlite3
+
+    from tinyllm.store.database import _set_wal
+
+    class Racing:
+        def __init__(self, failures: int, message: str = "database is locked") -> None:
+            self.failures, self.message, self.calls = failures, message, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise sqlite3.OperationalError(self.message)
+
+    cur = Racing(3)
+    _set_wal(cur)
+    assert cur.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _set_wal(Racing(10), attempts=5)
+    other = Racing(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _set_wal(other)
+    assert other.calls == 1
