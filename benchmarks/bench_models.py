@@ -186,7 +186,8 @@ def main() -> None:
     collector = MetricsCollector(registry=CollectorRegistry())
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} cores; llama-cpp-python {version('llama-cpp-python')}, "
-          f"httpx {version('httpx')}; medians of {args.rounds} interleaved rounds")
+          f"httpx {version('httpx')}; medians of {args.rounds} interleaved rounds; "
+          "request log line on (INFO, JSON, to /dev/null)")
     if not args.skip_model:
         e = bench_embedded(args.rounds, collector)
         per_token = e["raw_s"] / TOKENS
