@@ -63,3 +63,16 @@ def serving(transport: str, routes: Mapping[str, Route],
             yield url
     else:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+
+
+def http_1_0_get(url: str, target: str) -> tuple[bytes, bytes]:
+    """``GET target`` as an HTTP/1.0 client: ``(head, body)``, the body read until the
+    server closes the connection (HTTP/1.0 has no chunks: the close is the body's end)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET %s HTTP/1.0\r\n\r\n" % target.encode())
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body

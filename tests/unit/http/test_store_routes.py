@@ -5,7 +5,6 @@ thread server and the ASGI app under a real uvicorn): answers, content types, st
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route as StarletteRoute
 
-from tests.support.servers import TRANSPORTS, serving, uvicorn_server
+from tests.support.servers import TRANSPORTS, http_1_0_get, serving, uvicorn_server
 from tests.unit.store.conftest import seed_example
 from tinyllm.metrics import MetricsCollector
 from tinyllm.store import MetricsDatabase, store_asgi_app, store_routes
@@ -122,13 +121,7 @@ def test_a_streamed_export_is_gzipped_when_asked(
 def test_an_http_1_0_client_gets_the_export_and_the_connection_closed(
     url: str, seeded: MetricsDatabase,
 ) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"GET /api/metrics/export?format=prometheus HTTP/1.0\r\n\r\n")
-        received = b""
-        while data := sock.recv(65536):  # the server closes: that is the body's end
-            received += data
-    head, _, body = received.partition(b"\r\n\r\n")
+    head, body = http_1_0_get(url, "/api/metrics/export?format=prometheus")
     assert head.split(b"\r\n")[0].endswith(b" 200 OK") and b"chunked" not in head.lower()
     assert body.decode() == seeded.export("prometheus")
 

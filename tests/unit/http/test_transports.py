@@ -4,7 +4,6 @@ under a real uvicorn give the same answers. Every test here runs on both."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import zlib
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support.servers import TRANSPORTS, serving
+from tests.support.servers import TRANSPORTS, http_1_0_get, serving
 from tinyllm.health import register_health_check, unregister_health_check
 from tinyllm.http import Response, Route
 from tinyllm.metrics import MetricsCollector
@@ -158,13 +157,7 @@ def test_an_http_1_0_client_gets_a_stream_and_the_connection_closed(transport: s
     release = threading.Event()
     release.set()
     with serving(transport, {"/s": slow_route(release)}) as url:
-        host, port = url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            sock.sendall(b"GET /s HTTP/1.0\r\n\r\n")
-            received = b""
-            while data := sock.recv(65536):  # the server closes: that is the body's end
-                received += data
-    head, _, body = received.partition(b"\r\n\r\n")
+        head, body = http_1_0_get(url, "/s")
     assert head.split(b"\r\n")[0].endswith(b" 200 OK") and b"chunked" not in head.lower()
     assert body == b"[1, 2]"
 
