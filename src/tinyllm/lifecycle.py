@@ -143,7 +143,7 @@ class _Instruments:
         self.tpm_window = _MinuteWindow()
         self.status = {
             s: c._child("inference_requests_total", (model, s))
-            for s in ("success", "error", "timeout")
+            for s in ("success", "error", "timeout", "cancelled")
         }
 
 
@@ -301,35 +301,70 @@ class Request:
 
     # -- the end -----------------------------------------------------------------------
     def end(self, error: BaseException | None = None) -> None:
-        """Finish the request (success unless ``error``); later calls do nothing."""
+        """Finish the request; later calls do nothing.
+
+        The outcome: ``success`` without ``error``; ``cancelled`` when ``error`` is a
+        cancellation (a consumer that closed the stream early: ``GeneratorExit``; a
+        cancelled task: ``asyncio.CancelledError``; Ctrl-C); else ``timeout`` or
+        ``error`` by ``classify_error``. A cancelled request is neither an error nor a
+        success: it counts in ``inference_requests_total{status="cancelled"}`` and its
+        tokens in the token counters, but not in ``errors_total``, nor in the latency
+        and per-request histograms (it did not run to its end).
+        """
         if self.status is not None:
             return
+        if error is None:
+            self._finish("success", None, None)
+            return
+        error_type = classify_error(error)
+        if error_type == "cancelled":
+            self._finish("cancelled", None, None)
+        else:
+            self._finish("timeout" if error_type == "timeout" else "error", error, error_type)
+
+    def cancel(self) -> None:
+        """End the request as ``cancelled`` (the client went away; the caller stopped).
+
+        Example:
+            >>> from prometheus_client import CollectorRegistry
+            >>> from tinyllm.metrics import MetricsCollector
+            >>> lc = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+            >>> req = lc.start("m", request_type="stream")
+            >>> req.token(2)
+            >>> req.cancel()
+            >>> req.status, req.error, req.output_tokens
+            ('cancelled', None, 2)
+        """
+        if self.status is None:
+            self._finish("cancelled", None, None)
+
+    def _finish(
+        self, status: str, error: BaseException | None, error_type: str | None,
+    ) -> None:
         now = perf_counter()
         inst = self._inst
         self.end_time = now
         duration = self.duration = now - self.start_time
-        if error is None:
-            self.status = "success"
-        else:
-            self.error = error
-            self.error_type = classify_error(error)
-            self.status = "timeout" if self.error_type == "timeout" else "error"
+        self.error, self.error_type, self.status = error, error_type, status
         out = self.usage_output_tokens
         out = self.output_tokens if out is None else out
         self.output_tokens = out
-        ex = self.exemplar
-        inst.latency.observe(duration, ex)
-        inst.duration.observe(duration, ex)
+        finished = status != "cancelled"
+        if finished:
+            ex = self.exemplar
+            inst.latency.observe(duration, ex)
+            inst.duration.observe(duration, ex)
         inst.active.dec()
-        inst.status[self.status].inc()
+        inst.status[status].inc()
         if self.input_tokens:
             inst.tokens_in.inc(self.input_tokens)
         if out:
             inst.tokens_out.inc(out)
             inst.generated.inc(out)
-            inst.per_request.observe(out)
-            if duration > 0:
-                inst.tps.set(out / duration)
+            if finished:
+                inst.per_request.observe(out)
+                if duration > 0:
+                    inst.tps.set(out / duration)
         inst.tpm.set(inst.tpm_window.add(out, now))
         lc = self._lifecycle
         if error is not None:

@@ -127,7 +127,7 @@ def test_generator_error_is_recorded_with_tokens_so_far() -> None:
     assert v("tinyllm_tokens_generated_total", model="m") == 2
 
 
-def test_consumer_stopping_early_is_a_success() -> None:
+def test_consumer_stopping_early_is_cancelled_not_an_error() -> None:
     @track_token_generation(model="m")
     def stream() -> Iterator[int]:
         yield from range(100)
@@ -135,9 +135,50 @@ def test_consumer_stopping_early_is_a_success() -> None:
     gen = stream()
     assert [next(gen) for _ in range(3)] == [0, 1, 2]
     gen.close()
-    assert v("tinyllm_inference_requests_total", model="m", status="success") == 1
+    assert v("tinyllm_inference_requests_total", model="m", status="cancelled") == 1
+    assert not v("tinyllm_inference_requests_total", model="m", status="success")
+    assert not v("tinyllm_errors_total", error_type="cancelled", model="m", graph="default")
     assert v("tinyllm_tokens_generated_total", model="m") == 3
     assert v("tinyllm_active_requests", model="m", graph="default") == 0
+    # It did not run to its end: no latency, no tokens-per-request observation.
+    assert not v("tinyllm_inference_request_duration_seconds_count", model="m")
+    assert not v("tinyllm_tokens_per_request_count", model="m")
+
+
+def test_a_cancelled_task_is_cancelled_and_the_observers_see_it() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from tinyllm.events import BufferedEventHandler, get_event_emitter
+    from tinyllm.lifecycle import get_lifecycle
+    from tinyllm.logging import capture_logs
+    from tinyllm.metrics import MetricsCollector
+
+    lc = get_lifecycle(MetricsCollector(registry=CollectorRegistry()))
+    events = BufferedEventHandler()
+    get_event_emitter().add_handler(events)
+
+    async def slow() -> None:
+        with lc.start("m", request_type="stream") as req:
+            req.token()
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        with capture_logs() as logs:
+            asyncio.run(main())
+    finally:
+        get_event_emitter().remove_handler(events)
+    assert [entry["event"] for entry in logs] == ["llm_request_cancelled"]
+    assert logs[0]["status"] == "cancelled" and "error" not in logs[0]
+    assert not [e for e in events.get_events() if e.event_type == "llm.request.failed"]
 
 
 def test_track_token_generation_rejects_plain_functions() -> None:

@@ -14,7 +14,8 @@ __all__ = ["RequestLogObserver"]
 
 
 class RequestLogObserver:
-    """Logs ``llm_request`` (INFO) or ``llm_request_failed`` (WARNING) when a request ends.
+    """Logs ``llm_request`` (INFO), ``llm_request_cancelled`` (INFO: the client went away)
+    or ``llm_request_failed`` (WARNING) when a request ends.
 
     The line carries model, graph, provider, request type, status, duration and TTFT in
     milliseconds, token counts, the classified ``error_type`` and the request's trace id
@@ -64,9 +65,11 @@ class RequestLogObserver:
         trace_id = request.trace_id
         if trace_id is not None:
             fields["trace_id"] = trace_id
-        if not failed:
-            self._logger.info("llm_request", **fields)
-        else:
+        if failed:
             fields["error_type"] = request.error_type
             fields["error"] = f"{type(request.error).__name__}: {request.error}"
             self._logger.warning("llm_request_failed", **fields)
+        elif request.status == "cancelled":
+            self._logger.info("llm_request_cancelled", **fields)
+        else:
+            self._logger.info("llm_request", **fields)

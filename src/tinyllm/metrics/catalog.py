@@ -177,7 +177,8 @@ _SPECS = (
                ("reason",), group="pipeline", source="issue 4"),
     # -- inference (the inference-server API) ----------------------------------------
     MetricSpec("inference_requests_total", _C,
-               "Inference requests by outcome (success, error, timeout).", ("model", "status"),
+               "Inference requests by outcome (success, error, timeout, cancelled: the client "
+               "went away).", ("model", "status"),
                group="inference", source="002"),
     MetricSpec("inference_request_duration_seconds", _H,
                "End-to-end inference latency in seconds.", ("model",),

@@ -155,10 +155,10 @@ def track_inference_request(
 
 
 def _end(req: Request, count: int, exc: BaseException | None) -> None:
-    """End a generator's request: ``count`` tokens; a consumer that stopped early
-    (``GeneratorExit``) is not a model failure."""
+    """End a generator's request with ``count`` tokens; a consumer that stopped early
+    (``GeneratorExit``) makes it ``cancelled``, not a failure."""
     req.output_tokens = count
-    req.end(None if exc is None or isinstance(exc, GeneratorExit) else exc)
+    req.end(exc)
 
 
 # The per-token loop is written out in both wrappers, sync and async, with the clock,
@@ -223,8 +223,8 @@ def track_token_generation(
     """Decorate a sync or async generator: each yielded item is one token.
 
     Records time to first token, the n-1 inter-token gaps, tokens per request and the
-    rate. A consumer that stops early ends the request as a success with the tokens
-    seen so far; an exception in the generator ends it as an error.
+    rate. A consumer that stops early ends the request as ``cancelled`` with the tokens
+    seen so far (not an error); an exception in the generator ends it as an error.
 
     Example:
         >>> @track_token_generation(model="gpt4")

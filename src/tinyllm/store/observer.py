@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinyllm.lifecycle import Request
@@ -55,9 +55,15 @@ class StoreObserver:
         if names is None:
             rt = request.request_type
             names = self._endpoints[rt] = (self._prefix + rt, _endpoint(rt))
-        metadata = {"endpoint": names[1], "token_count": request.output_tokens,
-                    "input_tokens": request.input_tokens,
-                    "success": request.status == "success", "graph": request.graph}
+        metadata: dict[str, Any] = {"endpoint": names[1], "token_count": request.output_tokens,
+                                    "input_tokens": request.input_tokens, "graph": request.graph}
+        status = request.status
+        if status == "cancelled":
+            # Neither a success nor an error: the store counts it as a request, not a
+            # failure, and keeps why it ended short.
+            metadata["status"] = status
+        else:
+            metadata["success"] = status == "success"
         if request.error_type is not None:
             metadata["error_type"] = request.error_type
         self._record(names[0], request.duration or 0.0, model_id=request.model,

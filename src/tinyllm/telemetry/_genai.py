@@ -156,6 +156,8 @@ class _GenAIObserver:
                     attrs["gen_ai.response.time_to_first_chunk"] = request.ttft
                 if request.error is not None:
                     attrs["tinyllm.error_type"] = request.error_type or "unknown"
+                elif request.status == "cancelled":  # not an error: the client went away
+                    attrs["tinyllm.request.status"] = "cancelled"
                 span.set_attributes(attrs)
                 if request.error is not None:
                     _record_error(span, request.error)

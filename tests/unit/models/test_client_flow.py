@@ -155,9 +155,13 @@ def test_closing_a_stream_early_ends_it_as_cancelled(
     stream = client.stream("q")
     assert next(stream) == "a"
     stream.close()
+    # Its own outcome: not an error (no errors_total, no error-rate alert), not a success.
+    assert v(registry, "tinyllm_inference_requests_total", model="m", status="cancelled") == 1
+    assert v(registry, "tinyllm_inference_requests_total", model="m", status="success") == 0
     assert v(registry, "tinyllm_errors_total", error_type="cancelled", model="m",
-             graph="default") == 1
+             graph="default") == 0
     assert v(registry, "tinyllm_active_requests", model="m", graph="default") == 0
+    assert v(registry, "tinyllm_tokens_generated_total", model="m") == 1
 
 
 def test_graph_context_labels_requests(

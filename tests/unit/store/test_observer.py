@@ -33,3 +33,19 @@ def test_each_request_becomes_one_event(
     assert newest["model_id"] == "dream"
     assert newest["metadata"]["success"] is False
     assert newest["metadata"]["error_type"] == "timeout"
+
+
+def test_a_cancelled_request_is_stored_as_cancelled_not_as_an_error(
+    db: MetricsDatabase, store_collector: MetricsCollector
+) -> None:
+    lifecycle = RequestLifecycle(store_collector)
+    lifecycle.add_observer(StoreObserver(db))
+    req = lifecycle.start("dream", request_type="stream")
+    req.token(3)
+    req.cancel()
+    db.flush()
+    s = db.get_summary()
+    assert s["endpoints"] == {"stream": {"requests": 1, "errors": 0, "error_rate": 0.0}}
+    stored = s["recent_events"][0]["metadata"]
+    assert stored["status"] == "cancelled" and "success" not in stored
+    assert stored["token_count"] == 3
