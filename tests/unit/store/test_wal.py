@@ -140,8 +140,11 @@ def test_a_writer_that_never_pauses_still_gets_its_wal_started_over(
         time.sleep(0.002)
     wal.close(timeout=10)
     assert writer.returncode == 0
-    bound = 4 * 400 * 4096  # the threshold and a few transactions past it
-    assert (largest < bound) if pages else (largest > 4 * bound), largest
+    # Unbounded, the WAL takes every commit: ~600 x 25 pages (~60 MB). Bounded, it stays
+    # near the threshold plus the transactions that run while a checkpoint is busy: a
+    # handful on a quiet machine (~2 MB), a few dozen under load (7.4 MB seen in CI).
+    threshold = 400 * 4096
+    assert (largest < 12 * threshold) if pages else (largest > 16 * threshold), largest
 
 
 def test_a_failing_checkpoint_is_logged_once_and_retried(
