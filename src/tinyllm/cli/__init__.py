@@ -16,6 +16,7 @@ from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
 from tinyllm.cli import health as _health  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401
 from tinyllm.cli import run as _run  # noqa: F401
+from tinyllm.cli import serve as _serve  # noqa: F401
 from tinyllm.cli import store as _store  # noqa: F401
 from tinyllm.cli._app import app
 

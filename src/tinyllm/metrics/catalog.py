@@ -53,6 +53,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 STEP_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 MODEL_LOAD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# What a gateway adds to a request: tens of microseconds to a few milliseconds.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,15 @@ _SPECS = (
     MetricSpec("store_events_dropped_total", _C,
                "Performance events the store could not keep (queue full, database error).",
                ("reason",), group="pipeline", source="issue 4"),
+    # -- the gateway (tinyllm serve) ------------------------------------------------
+    MetricSpec("gateway_requests_total", _C,
+               "HTTP requests the gateway answered on its model APIs, by route and status "
+               "code (rejections included: 400, 401, 404, 413, 429, 503, ...).",
+               ("route", "status"), group="gateway", source="issue 12"),
+    MetricSpec("gateway_overhead_seconds", _H,
+               "What the gateway adds to a request: its whole time minus the time spent "
+               "waiting on the upstream (also the X-Tinyllm-Overhead-Ms header).",
+               ("route",), buckets=OVERHEAD_BUCKETS, group="gateway", source="issue 12"),
     # -- inference (the inference-server API) ----------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout, cancelled: the client "

@@ -26,6 +26,7 @@ _GROUP_TITLES = {
     "queue": "Queue",
     "other": "Other",
     "pipeline": "The observability pipeline itself",
+    "gateway": "The gateway (tinyllm serve)",
     "inference": "Inference (the inference-server API)",
     "gpu": "GPU (the inference-server API)",
 }

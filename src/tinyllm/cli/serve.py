@@ -1,0 +1,98 @@
+"""``tinyllm serve``: the OpenAI-compatible gateway that observes every request."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import TYPE_CHECKING
+
+import typer
+
+from tinyllm.cli._app import app, err_console, fail
+from tinyllm.settings import DEFAULT_METRICS_ADDR, ENV_METRICS_DB
+
+if TYPE_CHECKING:
+    from tinyllm.http.routing import Route
+
+
+@app.command("serve")
+def serve(
+    config_file: str = typer.Option(
+        None, "--config", metavar="FILE",
+        help="The gateway's YAML configuration (models and keys). Default: the embedded "
+        "model (Gemma 3 270M) as gemma3-270m.",
+    ),
+    host: str = typer.Option(
+        DEFAULT_METRICS_ADDR, "--host",
+        help="Address to bind (0.0.0.0 exposes it to the network).",
+    ),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port to listen on."),
+    db_target: str = typer.Option(
+        None, "--db", metavar="PATH_OR_URL",
+        help=f"Record every request in this store (SQLite file or postgresql:// URL; "
+        f"default ${ENV_METRICS_DB}, else none) and serve its summary and exports under /api.",
+    ),
+    grace: float = typer.Option(
+        30.0, "--grace", min=0.0, metavar="SECONDS",
+        help="On SIGTERM / Ctrl-C, how long requests in flight may take to finish.",
+    ),
+) -> None:
+    """Serve the OpenAI API in front of the configured models, with /metrics, /health
+    and /ready on the same port; every request is observed like a tinyllm client's.
+
+    Point any OpenAI SDK at it: base_url=http://127.0.0.1:8080/v1.
+    """
+    try:
+        from tinyllm.serve.config import ConfigError, default_config, load_config
+        from tinyllm.serve.server import make_server
+    except ImportError as exc:
+        fail(f"{exc} (pip install 'tinyllm[serve]')")
+    try:
+        config = default_config() if config_file is None else load_config(config_file)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    routes = _store_routes(db_target)
+    sock = _bind(host, port)
+    server = make_server(config, host=host, port=port, grace=grace, routes=routes)
+    shown = f"[{host}]" if ":" in host else host
+    bound = sock.getsockname()[1]
+    err_console.print(f"tinyllm serve: {', '.join(config.models)} on "
+                      f"http://{shown}:{bound}/v1 (metrics on /metrics; Ctrl-C to stop)")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        from tinyllm.store import close_store
+
+        close_store()  # flushes what the requests recorded
+    err_console.print("tinyllm serve stopped")
+
+
+def _store_routes(db_target: str | None) -> dict[str, Route] | None:
+    import os
+
+    if db_target is None and not os.environ.get(ENV_METRICS_DB, "").strip():
+        return None
+    from tinyllm.cli.store import open_store
+    from tinyllm.http.store import store_routes
+    from tinyllm.store import configure_store
+
+    store = open_store(db_target, must_exist=False, opener=configure_store)
+    return dict(store_routes(store))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a busy port is one clear line, not a log."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"cannot serve on {host}:{port}: port {port} is already in use (choose "
+                 "another with --port, or stop what holds it)")
+        fail(f"cannot serve on {host}:{port}: {exc.strerror}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,371 @@
+"""The gateway as an ASGI app: the OpenAI API in front of the configured models, and
+tinyllm's own routes (``/metrics``, ``/health``, ``/ready``, the store's) on the same port.
+
+Plain ASGI, no web framework: a gateway's cost per request is the product (Starlette's
+routing and request objects would be most of it). Each model call is one lifecycle
+request (both metric vocabularies, the GenAI span, the log line, the store row) under
+the client-visible model name, graph ``gateway``; ``tinyllm_gateway_requests_total``
+counts every answer by route and status, and ``tinyllm_gateway_overhead_seconds`` (and
+the ``X-Tinyllm-Overhead-Ms`` header on whole answers) what the gateway added.
+
+Example:
+    >>> from tinyllm.serve.config import default_config
+    >>> app = Gateway(default_config())                          # doctest: +SKIP
+    >>> # uvicorn.run(app, port=8080)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from time import perf_counter
+from typing import Any
+
+import orjson
+
+from tinyllm.http.asgi import RoutesApp
+from tinyllm.http.routes import default_routes
+from tinyllm.http.routing import Response, Route, Router
+from tinyllm.lifecycle import RequestLifecycle, get_lifecycle
+from tinyllm.queue import QueueFullError
+from tinyllm.resilience import RetryPolicy, Timeouts
+from tinyllm.serve.config import GatewayConfig, ModelRoute
+from tinyllm.serve.errors import GatewayError, from_exception
+from tinyllm.serve.local import LocalUpstream
+from tinyllm.serve.proxy import answer_local, answer_openai
+from tinyllm.serve.requests import parse_call
+from tinyllm.serve.upstream import OpenAIUpstream
+
+__all__ = ["DEFAULT_MAX_BODY", "Gateway"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: The largest request body accepted (1 MiB), enforced while reading.
+DEFAULT_MAX_BODY = 2**20
+#: The most header bytes a request may carry (16 KiB): more is a 431.
+MAX_HEADER_BYTES = 16 * 2**10
+#: Seconds a client has to send its whole body.
+RECEIVE_TIMEOUT = 10.0
+_CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_JSON = (b"content-type", b"application/json")
+
+
+class _ClientGone(Exception):
+    """The client went away before its request was read whole."""
+
+
+class Exchange:
+    """One HTTP exchange's answer, and the time spent waiting on the upstream."""
+
+    __slots__ = (
+        "began",
+        "done",
+        "gone",
+        "send",
+        "sent",
+        "status",
+        "streaming",
+        "upstream_wait",
+    )
+
+    def __init__(self, send: Send, began: float) -> None:
+        self.send = send
+        self.began = began
+        self.upstream_wait = 0.0
+        self.status = 0
+        self.streaming = False
+        self.sent = False
+        self.gone = False
+        self.done = False  # the answer is complete: a disconnect now changes nothing
+
+    def overhead(self) -> float:
+        return max(0.0, perf_counter() - self.began - self.upstream_wait)
+
+    async def whole(self, status: int, body: bytes,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status, self.sent = status, True
+        out = headers or [_JSON]
+        out.append((b"x-tinyllm-overhead-ms", b"%.3f" % (self.overhead() * 1000)))
+        out.append((b"content-length", b"%d" % len(body)))
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def error(self, err: GatewayError) -> None:
+        await self.whole(err.status, err.body(), err.headers())
+
+    async def start_stream(self) -> None:
+        self.status, self.sent, self.streaming = 200, True, True
+        await self.send({"type": "http.response.start", "status": 200,
+                         "headers": _SSE_HEADERS})
+
+    async def event(self, payload: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": b"data: %b\n\n" % payload,
+                         "more_body": True})
+
+    async def events(self, payloads: list[bytes]) -> None:
+        # What arrived together goes out in one write (each still its own event).
+        body = b"".join(b"data: %b\n\n" % p for p in payloads)
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def comment(self) -> None:
+        await self.send({"type": "http.response.body", "body": b": keep-alive\n\n",
+                         "more_body": True})
+
+    async def end_stream(self) -> None:
+        await self.send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    async def stream_error(self, err: GatewayError) -> None:
+        # The status is out: the error goes as an event the OpenAI SDK raises on.
+        await self.send({"type": "http.response.body", "more_body": False,
+                         "body": b"data: %b\n\n" % err.body()})
+
+
+class Gateway:
+    """The ASGI app of ``tinyllm serve`` (see the module docstring).
+
+    ``routes`` adds GET routes beside ``/metrics``, ``/health`` and ``/ready`` (the
+    store's, with ``--db``).
+    """
+
+    def __init__(
+        self, config: GatewayConfig, *, routes: Mapping[str, Route] | None = None,
+        timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
+        max_body: int = DEFAULT_MAX_BODY, lifecycle: RequestLifecycle | None = None,
+    ) -> None:
+        self.config = config
+        self.timeouts = timeouts or Timeouts(connect=5.0, read=120.0, total=600.0,
+                                             token_gap=60.0)
+        self.retry = retry or RetryPolicy(max_attempts=2, base_delay=0.1, max_delay=1.0)
+        self.max_body = max_body
+        self.lifecycle = lifecycle or get_lifecycle()
+        self.upstreams: dict[str, OpenAIUpstream | LocalUpstream] = {}
+        for route in config.models.values():
+            self.upstreams[route.name] = self._upstream(route)
+        self.router = Router({**default_routes(), "/ready": self._ready_route,
+                              **(routes or {})})
+        self._routes_app = RoutesApp(self.router)
+        self._models_list = orjson.dumps({"object": "list", "data": [
+            self._model_card(r) for r in config.models.values()]})
+        collector = self.lifecycle.collector
+        self._count = collector._child  # children resolved per (route, status), cached there
+        self._overhead = {path: collector._child("gateway_overhead_seconds", (path,))
+                          for path in _CALLS}
+
+    def _upstream(self, route: ModelRoute) -> OpenAIUpstream | LocalUpstream:
+        if route.provider == "local":
+            return LocalUpstream(route)
+        if route.provider == "openai":
+            return OpenAIUpstream(route, self.timeouts)
+        raise GatewayError(501, f"model {route.name!r}: provider {route.provider!r} is not "
+                                "served yet", code="provider_not_supported")
+
+    @staticmethod
+    def _model_card(route: ModelRoute) -> dict[str, Any]:
+        return {"id": route.name, "object": "model", "created": 0,
+                "owned_by": route.provider}
+
+    # -- lifespan ----------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Start loading the local model (readiness waits for it)."""
+        for upstream in self.upstreams.values():
+            if isinstance(upstream, LocalUpstream):
+                self._loading = asyncio.create_task(upstream.start())
+
+    async def shutdown(self) -> None:
+        """Release the upstream connections and the local model's queue."""
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    def _ready_route(self, query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+        waiting = [u.route.name for u in self.upstreams.values()
+                   if isinstance(u, LocalUpstream) and not u.ready]
+        if waiting:
+            failed = [u.load_error for u in self.upstreams.values()
+                      if isinstance(u, LocalUpstream) and u.load_error]
+            reason = f"failed to load: {failed[0]}" if failed else "loading"
+            return Response.json({"status": "not ready", "models": waiting,
+                                  "reason": reason}, 503)
+        return Response.json({"status": "ready", "models": list(self.upstreams)})
+
+    # -- ASGI --------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/"):
+                await self._v1(scope, receive, send, path)
+                return
+            await self._routes_app(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        exchange = Exchange(send, perf_counter())
+        method = scope["method"]
+        route = path
+        try:
+            kind = _CALLS.get(path)
+            if kind is not None:
+                if method != "POST":
+                    raise _method(path, "POST")
+                _check_headers(scope)
+                await self._call(kind, scope, receive, exchange)
+            elif path == "/v1/models" or path.startswith("/v1/models/"):
+                route = "/v1/models" if path == "/v1/models" else "/v1/models/{id}"
+                if method not in ("GET", "HEAD"):
+                    raise _method(path, "GET")
+                await self._models(path, exchange)
+            elif path == "/v1/embeddings":
+                route = path
+                raise GatewayError(501, "embeddings are not served by this gateway's models "
+                                        "yet", code="not_supported")
+            else:
+                route = "other"
+                raise GatewayError(404, f"no route {path[:100]!r}; the OpenAI API is served "
+                                        "under /v1: chat/completions, completions, models",
+                                   code="unknown_url")
+        except GatewayError as err:
+            if not exchange.sent:
+                await exchange.error(err)
+        except _ClientGone:
+            exchange.status = 499  # nginx's "client closed request": never sent
+        self._count("gateway_requests_total", (route, str(exchange.status))).inc()
+        overhead = self._overhead.get(route)
+        if overhead is not None and exchange.status < 400:
+            overhead.observe(exchange.overhead())
+
+    async def _models(self, path: str, exchange: Exchange) -> None:
+        if path == "/v1/models":
+            await exchange.whole(200, self._models_list)
+            return
+        name = path[len("/v1/models/"):]
+        route = self.config.models.get(name)
+        if route is None:
+            raise _unknown_model(name, self.config)
+        await exchange.whole(200, orjson.dumps(self._model_card(route)))
+
+    async def _call(self, kind: str, scope: Scope, receive: Receive,
+                    exchange: Exchange) -> None:
+        raw = await _read_body(scope, receive, self.max_body)
+        call = parse_call(raw, kind)
+        upstream = self.upstreams.get(call.model)
+        if upstream is None:
+            raise _unknown_model(call.model, self.config)
+        req = self.lifecycle.start(call.model, "gateway", call.request_type,
+                                   provider=upstream.provider)
+        task = asyncio.current_task()
+        watcher = asyncio.ensure_future(_watch(receive, exchange, task))
+        try:
+            if isinstance(upstream, LocalUpstream):
+                await answer_local(call, upstream, req, exchange)
+            else:
+                await answer_openai(call, upstream, req, exchange, self.retry)
+        except asyncio.CancelledError:
+            if not exchange.gone or task is None:
+                req.end(asyncio.CancelledError())
+                raise
+            task.uncancel()  # the client went away: not this server's shutdown
+            req.cancel()
+            exchange.status = exchange.status or 499
+        except BaseException as exc:
+            req.end(exc)
+            err = _rejection(exc, call.model)
+            if exchange.streaming:
+                await exchange.stream_error(err)
+            elif not exchange.sent:
+                await exchange.error(err)
+        else:
+            req.end()
+        finally:
+            exchange.done = True
+            watcher.cancel()
+
+
+async def _watch(receive: Receive, exchange: Exchange, task: asyncio.Task[Any] | None) -> None:
+    """Cancel the exchange's task when its client goes away before the answer is done."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if task is not None and not exchange.done:
+        exchange.gone = True
+        task.cancel()
+
+
+def _rejection(exc: BaseException, model: str) -> GatewayError:
+    if isinstance(exc, QueueFullError):
+        return GatewayError(503, f"model {model!r} is busy: {exc.size} requests are "
+                                 "waiting already; retry shortly", code="overloaded",
+                            retry_after=1.0)
+    return from_exception(exc, f"model {model!r}")
+
+
+def _method(path: str, allowed: str) -> GatewayError:
+    return GatewayError(405, f"{path} takes {allowed}", code="method_not_allowed")
+
+
+def _unknown_model(name: str, config: GatewayConfig) -> GatewayError:
+    shown = name if len(name) <= 100 and name.isprintable() else name[:100] + "..."
+    return GatewayError(404, f"model {shown!r} is not served here; available: "
+                             f"{', '.join(sorted(config.models))}",
+                        code="model_not_found", param="model")
+
+
+def _check_headers(scope: Scope) -> None:
+    size = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
+    if size > MAX_HEADER_BYTES:
+        raise GatewayError(431, f"the request's headers are {size:,} bytes; at most "
+                                f"{MAX_HEADER_BYTES:,}", code="headers_too_large")
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 as soon as it is passed, declared
+    or not), within ``RECEIVE_TIMEOUT`` seconds (408)."""
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise GatewayError(400, "content-length is not a number",
+                                   code="invalid_request") from None
+            if declared > limit:
+                raise _too_large(declared, limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                body = message.get("body", b"")
+                size += len(body)
+                if size > limit:
+                    raise _too_large(size, limit)
+                chunks.append(body)
+                if not message.get("more_body"):
+                    break
+    except TimeoutError:
+        raise GatewayError(408, f"the request body did not arrive within "
+                                f"{RECEIVE_TIMEOUT:g} s", code="request_timeout") from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> GatewayError:
+    return GatewayError(413, f"the request body is larger than {limit:,} bytes "
+                             f"({size:,} or more)", code="body_too_large")
+
+

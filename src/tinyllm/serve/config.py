@@ -1,0 +1,324 @@
+"""The gateway's configuration: the models clients may ask for, and the keys they use.
+
+Read from YAML (``tinyllm serve --config FILE``); without a file the gateway serves the
+embedded model as ``gemma3-270m``. Every problem in a file is reported at once, one line
+each: ``<file>: <entry>: <reason>``, and nothing starts.
+
+Example:
+    >>> config = parse_config('''
+    ... models:
+    ...   - name: big
+    ...     provider: openai
+    ...     base_url: http://127.0.0.1:8000/v1
+    ... ''', source="gateway.yaml")
+    >>> config.models["big"].upstream_model, config.models["big"].base_url
+    ('big', 'http://127.0.0.1:8000/v1')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tinyllm.errors import TinyLLMError
+from tinyllm.models.local import DEFAULT_LOCAL_MODEL
+
+__all__ = [
+    "PROVIDERS",
+    "ConfigError",
+    "GatewayConfig",
+    "KeySpec",
+    "ModelRoute",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+#: Where a model's requests go: the embedded model, an Ollama server, or any
+#: OpenAI-compatible server (vLLM, llama.cpp's server, OpenAI, another tinyllm serve).
+PROVIDERS = ("local", "ollama", "openai")
+_NAME_RE = re.compile(r"^[\w.:/@+-]{1,128}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_TOP_KEYS = ("keys", "models")
+_MODEL_KEYS = ("api_key_env", "base_url", "model", "name", "provider")
+_KEY_KEYS = ("alias", "key_env", "key_sha256", "models", "rpm", "tpm")
+
+
+class ConfigError(TinyLLMError, ValueError):
+    """A configuration file the gateway cannot run with; ``problems`` has one line each.
+
+    Example:
+        >>> str(ConfigError(["g.yaml: models[0]: provider is required"]))
+        'g.yaml: models[0]: provider is required'
+    """
+
+    error_type = "bad_request"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One model clients may ask for, and where its requests go."""
+
+    name: str
+    provider: str
+    base_url: str | None = None
+    upstream_model: str = ""
+    api_key: str | None = field(default=None, repr=False)  # read from api_key_env
+
+    def __post_init__(self) -> None:
+        if not self.upstream_model:
+            object.__setattr__(self, "upstream_model", self.name)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A client key: its alias (what metrics and logs show), its digest, its limits."""
+
+    alias: str
+    sha256: str = field(repr=False)
+    models: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What ``tinyllm serve`` runs: models by client-visible name, and the keys (none:
+    every request is let in)."""
+
+    models: Mapping[str, ModelRoute]
+    keys: tuple[KeySpec, ...] = ()
+    source: str = "<default>"
+
+
+def default_config() -> GatewayConfig:
+    """The embedded model (Gemma 3 270M) as ``gemma3-270m``, no keys.
+
+    Example:
+        >>> list(default_config().models)
+        ['gemma3-270m']
+    """
+    route = ModelRoute(DEFAULT_LOCAL_MODEL, "local")
+    return GatewayConfig({route.name: route})
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """The configuration in the YAML file ``path``; ``ConfigError`` lists every problem."""
+    shown = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{shown}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{shown}: is a directory, not a configuration file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) \
+            from None
+    except OSError as exc:
+        raise ConfigError([f"{shown}: cannot read: {exc.strerror or exc}"]) from None
+    return parse_config(text, source=shown)
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, where: str, reason: str) -> None:
+        self.lines.append(f"{self.source}: {where}: {reason}")
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """The configuration in the YAML ``text``; ``environ`` (default ``os.environ``) is
+    where ``api_key_env`` and ``key_env`` are read."""
+    env = os.environ if environ is None else environ
+    problems = _Problems(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise ConfigError([f"{source}: {where}: not valid YAML: "
+                           f"{getattr(exc, 'problem', None) or exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: top level: expected a mapping with 'models' (and "
+                           f"optionally 'keys'), got {type(data).__name__}"])
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.add("top level", f"unknown key {key!r} (valid: {', '.join(_TOP_KEYS)})")
+    models = _models(data.get("models"), problems, env)
+    keys = _keys(data.get("keys"), set(models), problems, env)
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return GatewayConfig(models, keys, source)
+
+
+def _unknown(entry: dict[str, Any], valid: tuple[str, ...], where: str,
+             problems: _Problems) -> None:
+    for key in entry:
+        if key not in valid:
+            problems.add(where, f"unknown key {key!r} (valid: {', '.join(valid)})")
+
+
+def _text(entry: dict[str, Any], key: str, where: str, problems: _Problems,
+          *, required: bool = False) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        if required:
+            problems.add(where, f"{key} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.add(where, f"{key} must be a non-empty string, got {value!r}")
+        return None
+    return value.strip()
+
+
+def _env(entry: dict[str, Any], key: str, where: str, problems: _Problems,
+         env: Mapping[str, str]) -> str | None:
+    name = _text(entry, key, where, problems)
+    if name is None:
+        return None
+    if not _ENV_RE.match(name):
+        problems.add(where, f"{key} must name an environment variable (letters, digits, "
+                            f"underscores), got {name!r}")
+        return None
+    value = env.get(name, "")
+    if not value:
+        problems.add(where, f"{key}: the environment variable {name} is not set")
+        return None
+    return value
+
+
+def _models(raw: Any, problems: _Problems, env: Mapping[str, str]) -> dict[str, ModelRoute]:
+    if raw is None:
+        problems.add("models", "required: a list of models clients may ask for")
+        return {}
+    if not isinstance(raw, list) or not raw:
+        problems.add("models", f"must be a non-empty list, got {raw!r}"[:200])
+        return {}
+    found: dict[str, ModelRoute] = {}
+    for i, entry in enumerate(raw):
+        where = f"models[{i}]"
+        if not isinstance(entry, dict):
+            problems.add(where, f"must be a mapping with name and provider, got {entry!r}"[:200])
+            continue
+        name = _text(entry, "name", where, problems, required=True)
+        if name is not None:
+            where = f"models[{i}] ({name})"
+            if not _NAME_RE.match(name):
+                problems.add(where, "name may contain only letters, digits and . _ - : / @ +"
+                                    " (at most 128)")
+            elif name in found:
+                problems.add(where, f"name {name!r} is given twice")
+        _unknown(entry, _MODEL_KEYS, where, problems)
+        provider = _text(entry, "provider", where, problems, required=True)
+        if provider is not None and provider not in PROVIDERS:
+            problems.add(where, f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+            provider = None
+        base_url = _text(entry, "base_url", where, problems)
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            problems.add(where, f"base_url must start with http:// or https://, got {base_url!r}")
+        if provider == "local" and base_url is not None:
+            problems.add(where, "base_url applies to providers ollama and openai; the local "
+                                "model runs in-process")
+        if provider == "openai" and base_url is None:
+            problems.add(where, "base_url is required for provider openai (e.g. "
+                                "http://127.0.0.1:8000/v1)")
+        upstream = _text(entry, "model", where, problems)
+        api_key = _env(entry, "api_key_env", where, problems, env)
+        if name is None or provider is None or name in found:
+            continue
+        if provider == "ollama" and base_url is None:
+            base_url = "http://127.0.0.1:11434"
+        found[name] = ModelRoute(name, provider, base_url, upstream or name, api_key)
+    locals_ = [r.name for r in found.values() if r.provider == "local"]
+    if len(locals_) > 1:
+        problems.add("models", f"only one local model can be served per gateway; got "
+                               f"{', '.join(locals_)}")
+    return found
+
+
+def _limit(entry: dict[str, Any], key: str, where: str, problems: _Problems) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.add(where, f"{key} must be a whole number >= 1, got {value!r}")
+        return None
+    return value
+
+
+def _keys(raw: Any, models: set[str], problems: _Problems,
+          env: Mapping[str, str]) -> tuple[KeySpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        problems.add("keys", f"must be a non-empty list, got {raw!r}"[:200])
+        return ()
+    found: list[KeySpec] = []
+    aliases: set[str] = set()
+    digests: set[str] = set()
+    for i, entry in enumerate(raw):
+        where = f"keys[{i}]"
+        if not isinstance(entry, dict):
+            problems.add(where, f"must be a mapping with alias and key_env or key_sha256, "
+                                f"got {type(entry).__name__}")
+            continue
+        alias = _text(entry, "alias", where, problems, required=True)
+        if alias is not None:
+            where = f"keys[{i}] ({alias})"
+            if not _NAME_RE.match(alias):
+                problems.add(where, "alias may contain only letters, digits and . _ - : / @ +")
+            elif alias in aliases:
+                problems.add(where, f"alias {alias!r} is given twice")
+            aliases.add(alias)
+        _unknown(entry, _KEY_KEYS, where, problems)
+        digest = None
+        if "key_env" in entry and "key_sha256" in entry:
+            problems.add(where, "give key_env or key_sha256, not both")
+        elif "key_env" in entry:
+            key = _env(entry, "key_env", where, problems, env)
+            if key is not None:
+                digest = hashlib.sha256(key.encode()).hexdigest()
+        elif "key_sha256" in entry:
+            value = entry["key_sha256"]
+            if not isinstance(value, str) or not _SHA256_RE.match(value.lower()):
+                problems.add(where, "key_sha256 must be 64 hex digits (sha256 of the key)")
+            else:
+                digest = value.lower()
+        else:
+            problems.add(where, "key_env or key_sha256 is required (the key itself never "
+                                "goes in the file)")
+        if digest is not None and digest in digests:
+            problems.add(where, "the same key is given twice")
+        allowed = entry.get("models")
+        allowed_models: tuple[str, ...] | None = None
+        if allowed is not None:
+            if not isinstance(allowed, list) or not all(isinstance(m, str) for m in allowed):
+                problems.add(where, f"models must be a list of model names, got {allowed!r}"[:200])
+            else:
+                for name in allowed:
+                    if name not in models:
+                        problems.add(where, f"models: {name!r} is not a configured model "
+                                            f"(configured: {', '.join(sorted(models))})")
+                allowed_models = tuple(allowed)
+        rpm, tpm = (_limit(entry, k, where, problems) for k in ("rpm", "tpm"))
+        if alias is None or digest is None:
+            continue
+        digests.add(digest)
+        found.append(KeySpec(alias, digest, allowed_models, rpm, tpm))
+    return tuple(found)

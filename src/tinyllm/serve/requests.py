@@ -1,0 +1,124 @@
+"""What a client sent, checked: the body of an OpenAI chat or completion request.
+
+Only what the gateway itself relies on is checked (the model, the messages or prompt,
+``stream``, ``max_tokens``, ``stream_options``); every other field goes to the upstream
+unchanged (vendor parameters such as ``top_k`` included). A bad request is a 400 in
+OpenAI's shape naming the field and what is valid, never echoing the input.
+
+Example:
+    >>> call = parse_call(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}',
+    ...                   "chat")
+    >>> call.model, call.stream, call.wants_usage
+    ('m', False, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tinyllm.serve.errors import GatewayError
+
+__all__ = ["MAX_TOKENS_LIMIT", "Call", "parse_call"]
+
+#: No model reaches this far: a larger ``max_tokens`` is a mistake, answered 400.
+MAX_TOKENS_LIMIT = 1_048_576
+_ROLES = ("assistant", "developer", "function", "system", "tool", "user")
+
+
+@dataclass
+class Call:
+    """One chat or completion request: its kind, the model asked for, its body."""
+
+    kind: str  # "chat" | "completion"
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    wants_usage: bool  # the client asked for the usage chunk of a stream
+
+    @property
+    def request_type(self) -> str:
+        """The lifecycle's request type: ``chat``, ``chat_stream``, ``completion``..."""
+        return f"{self.kind}_stream" if self.stream else self.kind
+
+
+def _bad(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, code="invalid_request", param=param)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_call(raw: bytes, kind: str) -> Call:
+    """The ``kind`` (``chat`` or ``completion``) request in ``raw``; ``GatewayError``
+    400 naming the field otherwise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc).split(":", 1)[0]
+        raise _bad(f"the body is not valid JSON (UTF-8): {reason[:100]}") from None
+    if not isinstance(body, dict):
+        raise _bad(f"the body must be a JSON object, got {_type_name(body)}")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model is required: the name of a model this gateway serves "
+                   "(GET /v1/models lists them)", "model")
+    if kind == "chat":
+        _check_messages(body.get("messages"))
+    else:
+        _check_prompt(body.get("prompt"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _bad(f"stream must be true or false, got {_type_name(stream)}", "stream")
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _bad(f"{field} must be a whole number >= 1, got {_type_name(value)}", field)
+        if value > MAX_TOKENS_LIMIT:
+            raise _bad(f"{field} must be at most {MAX_TOKENS_LIMIT:,} (no model generates "
+                       f"more), got {value:,}", field)
+    options = body.get("stream_options")
+    wants_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _bad(f"stream_options must be an object, got {_type_name(options)}",
+                       "stream_options")
+        include = options.get("include_usage", False)
+        if not isinstance(include, bool):
+            raise _bad("stream_options.include_usage must be true or false",
+                       "stream_options.include_usage")
+        wants_usage = include
+    return Call(kind, model, body, stream, wants_usage and stream)
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list of {role, content} objects",
+                   "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{i}] must be an object with role and content, got "
+                       f"{_type_name(message)}", f"messages[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise _bad(f"messages[{i}].role must be one of {', '.join(_ROLES)}",
+                       f"messages[{i}].role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise _bad(f"messages[{i}].content must be a string, a list of parts or null, "
+                       f"got {_type_name(content)}", f"messages[{i}].content")
+
+
+def _check_prompt(prompt: Any) -> None:
+    if isinstance(prompt, str):
+        return
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return
+    raise _bad("prompt must be a string or a non-empty list of strings", "prompt")
