@@ -50,7 +50,21 @@ def make_server(
         limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=30,
         server_header=False, date_header=False,
     )
-    return uvicorn.Server(settings)
+    return _quiet_exit(uvicorn.Server)(settings)
+
+
+def _quiet_exit(server_class: type[Any]) -> type[Any]:
+    class GatewayServer(server_class):  # type: ignore[misc]
+        """uvicorn re-raises a caught SIGTERM / SIGINT once it has stopped, so the
+        process would end "killed by signal"; a stop we were asked for exits 0."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    return GatewayServer
 
 
 def _best(fast: str, fallback: str) -> str:
