@@ -36,7 +36,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 ## bench: our cost against the raw libraries, side by side, as ratios
-bench: setup
+bench: setup services
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## docs: regenerate docs/metrics.md and deploy/prometheus/alerts.yml from the catalog

@@ -803,3 +803,16 @@ def test_below_the_level_the_line_costs_no_field_building() -> None:
         with pytest.raises(ValueError), lc.start("m"):
             raise ValueError("bad")
     assert [entry["event"] for entry in logs] == ["llm_request_failed"]
+
+
+def test_json_lines_take_what_orjson_refuses() -> None:
+    # orjson renders most lines; the standard library takes ints past 64 bits, and
+    # tuple keys are skipped rather than losing the line.
+    from tinyllm.logging._pipeline import dumps
+
+    assert json.loads(dumps({"event": "e", "n": 2**70, 1: "one"})) == {
+        "event": "e", "n": 2**70, "1": "one"}
+    assert json.loads(dumps({"event": "e", "d": {(1, 2): "x", "k": {1, 2}}})) == {
+        "event": "e", "d": {"k": [1, 2]}}
+    assert json.loads(dumps({"event": "é", "nan": float("nan")})) == {"event": "é",
+                                                                      "nan": None}

@@ -150,6 +150,8 @@ async def _relay_stream(
 ) -> None:
     route = upstream.route
     batches = sse_batches(response, upstream.timeouts.token_gap)
+    total = upstream.timeouts.total
+    deadline = perf_counter() + total if total is not None else None
     await out.start_stream()
     began = perf_counter()
     try:
@@ -167,6 +169,9 @@ async def _relay_stream(
             if frames:
                 await out.events(frames)
         began = perf_counter()
+        if deadline is not None and began > deadline:
+            raise ModelError(f"the stream from {upstream.url(_PATHS[call.kind])} ran past "
+                             f"the whole-request limit ({total:g} s)", error_type="timeout")
         try:
             batch = await anext(batches)
         except StopAsyncIteration:
