@@ -51,9 +51,17 @@ def serve(
         config = default_config() if config_file is None else load_config(config_file)
     except ConfigError as exc:
         fail(str(exc), 2)
+    from tinyllm.serve.app import Gateway
+
+    try:
+        gateway = Gateway(config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
     routes = _store_routes(db_target)
+    if routes:
+        gateway.router.routes.update(routes)
     sock = _bind(host, port)
-    server = make_server(config, host=host, port=port, grace=grace, routes=routes)
+    server = make_server(config, host=host, port=port, grace=grace, gateway=gateway)
     shown = f"[{host}]" if ":" in host else host
     bound = sock.getsockname()[1]
     err_console.print(f"tinyllm serve: {', '.join(config.models)} on "

@@ -29,7 +29,8 @@ from tinyllm.http.routing import Response, Route, Router
 from tinyllm.lifecycle import RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
 from tinyllm.resilience import RetryPolicy, Timeouts
-from tinyllm.serve.config import GatewayConfig, ModelRoute
+from tinyllm.serve.auth import Keys
+from tinyllm.serve.config import ConfigError, GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
 from tinyllm.serve.local import LocalUpstream
 from tinyllm.serve.proxy import answer_local, answer_openai
@@ -142,9 +143,11 @@ class Gateway:
         self.retry = retry or RetryPolicy(max_attempts=2, base_delay=0.1, max_delay=1.0)
         self.max_body = max_body
         self.lifecycle = lifecycle or get_lifecycle()
+        _check_supported(config)
         self.upstreams: dict[str, OpenAIUpstream | LocalUpstream] = {}
         for route in config.models.values():
             self.upstreams[route.name] = self._upstream(route)
+        self.keys = Keys(config.keys)
         self.router = Router({**default_routes(), "/ready": self._ready_route,
                               **(routes or {})})
         self._routes_app = RoutesApp(self.router)
@@ -158,10 +161,7 @@ class Gateway:
     def _upstream(self, route: ModelRoute) -> OpenAIUpstream | LocalUpstream:
         if route.provider == "local":
             return LocalUpstream(route)
-        if route.provider == "openai":
-            return OpenAIUpstream(route, self.timeouts)
-        raise GatewayError(501, f"model {route.name!r}: provider {route.provider!r} is not "
-                                "served yet", code="provider_not_supported")
+        return OpenAIUpstream(route, self.timeouts)
 
     @staticmethod
     def _model_card(route: ModelRoute) -> dict[str, Any]:
@@ -199,6 +199,14 @@ class Gateway:
             if path.startswith("/v1/"):
                 await self._v1(scope, receive, send, path)
                 return
+            if self.keys and path.startswith("/api/"):
+                # The store's summary and exports hold every request's history: with keys
+                # configured they need one (/metrics, /health and /ready stay open).
+                try:
+                    self.keys.identify(_header(scope, b"authorization"))
+                except GatewayError as err:
+                    await Exchange(send, perf_counter()).error(err)
+                    return
             await self._routes_app(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -229,7 +237,7 @@ class Gateway:
                 route = "/v1/models" if path == "/v1/models" else "/v1/models/{id}"
                 if method not in ("GET", "HEAD"):
                     raise _method(path, "GET")
-                await self._models(path, exchange)
+                await self._models(path, exchange, _header(scope, b"authorization"))
             elif path == "/v1/embeddings":
                 route = path
                 raise GatewayError(501, "embeddings are not served by this gateway's models "
@@ -249,23 +257,37 @@ class Gateway:
         if overhead is not None and exchange.status < 400:
             overhead.observe(exchange.overhead())
 
-    async def _models(self, path: str, exchange: Exchange) -> None:
+    async def _models(self, path: str, exchange: Exchange, authorization: bytes | None) -> None:
+        keys = self.keys
+        if keys:  # a key sees the models it may use, and nothing without one
+            keys.identify(authorization)
         if path == "/v1/models":
-            await exchange.whole(200, self._models_list)
+            if not keys:
+                await exchange.whole(200, self._models_list)
+                return
+            cards = [self._model_card(r) for r in self.config.models.values()
+                     if keys.may_use(authorization, r.name)]
+            await exchange.whole(200, orjson.dumps({"object": "list", "data": cards}))
             return
         name = path[len("/v1/models/"):]
         route = self.config.models.get(name)
-        if route is None:
+        if route is None or (keys and not keys.may_use(authorization, name)):
             raise _unknown_model(name, self.config)
         await exchange.whole(200, orjson.dumps(self._model_card(route)))
 
     async def _call(self, kind: str, scope: Scope, receive: Receive,
                     exchange: Exchange) -> None:
+        keys = self.keys
+        authorization = _header(scope, b"authorization") if keys else None
+        if keys:  # before the body is read: a caller without a key costs nothing more
+            keys.identify(authorization)
         raw = await _read_body(scope, receive, self.max_body)
         call = parse_call(raw, kind)
         upstream = self.upstreams.get(call.model)
         if upstream is None:
             raise _unknown_model(call.model, self.config)
+        if keys:
+            keys.check(authorization, call.model)
         req = self.lifecycle.start(call.model, "gateway", call.request_type,
                                    provider=upstream.provider)
         task = asyncio.current_task()
@@ -305,6 +327,24 @@ async def _watch(receive: Receive, exchange: Exchange, task: asyncio.Task[Any] |
         task.cancel()
 
 
+def _check_supported(config: GatewayConfig) -> None:
+    """``ConfigError`` for what the configuration allows but this gateway does not do
+    yet: refused at start-up, never silently ignored."""
+    problems = []
+    for i, route in enumerate(config.models.values()):
+        if route.provider == "ollama":
+            problems.append(
+                f"{config.source}: models[{i}] ({route.name}): provider ollama is not served "
+                "yet; Ollama also speaks the OpenAI API: use provider openai with base_url "
+                f"{(route.base_url or 'http://127.0.0.1:11434').rstrip('/')}/v1")
+    for i, key in enumerate(config.keys):
+        if key.tpm is not None:
+            problems.append(f"{config.source}: keys[{i}] ({key.alias}): tpm is not enforced "
+                            "yet; remove it (rpm is)")
+    if problems:
+        raise ConfigError(problems)
+
+
 def _rejection(exc: BaseException, model: str) -> GatewayError:
     if isinstance(exc, QueueFullError):
         return GatewayError(503, f"model {model!r} is busy: {exc.size} requests are "
@@ -322,6 +362,13 @@ def _unknown_model(name: str, config: GatewayConfig) -> GatewayError:
     return GatewayError(404, f"model {shown!r} is not served here; available: "
                              f"{', '.join(sorted(config.models))}",
                         code="model_not_found", param="model")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _check_headers(scope: Scope) -> None:

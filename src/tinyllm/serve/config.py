@@ -297,7 +297,8 @@ def _keys(raw: Any, models: set[str], problems: _Problems,
         elif "key_sha256" in entry:
             value = entry["key_sha256"]
             if not isinstance(value, str) or not _SHA256_RE.match(value.lower()):
-                problems.add(where, "key_sha256 must be 64 hex digits (sha256 of the key)")
+                problems.add(where, "key_sha256 must be 64 hex digits (sha256 of the key), "
+                                    "quoted ('...') so YAML reads it as text")
             else:
                 digest = value.lower()
         else:
