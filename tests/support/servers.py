@@ -49,17 +49,19 @@ def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
 
 @contextmanager
 def serving(transport: str, routes: Mapping[str, Route],
-            registry: CollectorRegistry | None = None) -> Iterator[str]:
+            registry: CollectorRegistry | None = None, *, http: str = "auto") -> Iterator[str]:
     """``/metrics``, ``/health`` and ``routes`` on ``transport``; yields the base URL.
 
-    ``registry`` (default: a fresh one) is what ``/metrics`` shows.
+    ``registry`` (default: a fresh one) is what ``/metrics`` shows; ``http`` is uvicorn's
+    HTTP implementation for the ASGI transport (``auto``: httptools when installed).
     """
     registry = registry if registry is not None else CollectorRegistry()
     if transport == "threaded":
         with start_metrics_server(port=0, registry=registry, routes=routes) as server:
             yield server.url
     elif transport == "asgi":
-        with uvicorn_server(asgi_app({**default_routes(registry), **routes})) as url:
+        with uvicorn_server(asgi_app({**default_routes(registry), **routes}),
+                            http=http) as url:
             yield url
     else:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
