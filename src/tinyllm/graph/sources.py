@@ -8,8 +8,8 @@ Example:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from tinyllm._files import FileProblem, read_text
 from tinyllm.graph.builtin import BUILTIN_GRAPHS, builtin_graph
 from tinyllm.graph.loader import parse_graph
 from tinyllm.graph.model import Graph, GraphError
@@ -38,17 +38,7 @@ def load_graph(source: str | os.PathLike[str]) -> Graph:
         return builtin_graph(source)
     shown = os.fspath(source)
     try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphError(
-            f"{shown}: no such file (built-in graphs: {', '.join(BUILTIN_GRAPHS)})",
-            source=shown,
-        ) from None
-    except IsADirectoryError:
-        raise GraphError(f"{shown}: is a directory, not a graph file", source=shown) from None
-    except UnicodeDecodeError as exc:
-        raise GraphError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                         source=shown) from None
-    except OSError as exc:
-        raise GraphError(f"{shown}: cannot read: {exc.strerror or exc}", source=shown) from None
+        text = read_text(source, missing_hint=f" (built-in graphs: {', '.join(BUILTIN_GRAPHS)})")
+    except FileProblem as exc:
+        raise GraphError(str(exc), source=shown) from None
     return parse_graph(text, source=shown)

@@ -330,6 +330,14 @@ class MetricsCollector:
         """Count one failed export batch (``signal``: traces or metrics)."""
         self._child("telemetry_export_failures_total", (exporter, signal)).inc()
 
+    def record_gateway_answer(self, route: str, status: int,
+                              overhead: float | None = None) -> None:
+        """Count one answer of the gateway (``gateway_requests_total{route,status}``) and
+        observe what the gateway added to it, in seconds, when given."""
+        self._child("gateway_requests_total", (route, str(status))).inc()
+        if overhead is not None:
+            self._child("gateway_overhead_seconds", (route,)).observe(overhead)
+
     def increment_http_disconnects(self, transport: str) -> None:
         """Count one HTTP client gone mid-answer (``transport``: ``threaded``, ``asgi``)."""
         self._child("http_disconnects_total", (transport,)).inc()

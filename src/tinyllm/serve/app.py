@@ -153,10 +153,7 @@ class Gateway:
         self._routes_app = RoutesApp(self.router)
         self._models_list = orjson.dumps({"object": "list", "data": [
             self._model_card(r) for r in config.models.values()]})
-        collector = self.lifecycle.collector
-        self._count = collector._child  # children resolved per (route, status), cached there
-        self._overhead = {path: collector._child("gateway_overhead_seconds", (path,))
-                          for path in _CALLS}
+        self._record = self.lifecycle.collector.record_gateway_answer
 
     def _upstream(self, route: ModelRoute) -> OpenAIUpstream | LocalUpstream:
         if route.provider == "local":
@@ -252,10 +249,9 @@ class Gateway:
                 await exchange.error(err)
         except _ClientGone:
             exchange.status = 499  # nginx's "client closed request": never sent
-        self._count("gateway_requests_total", (route, str(exchange.status))).inc()
-        overhead = self._overhead.get(route)
-        if overhead is not None and exchange.status < 400:
-            overhead.observe(exchange.overhead())
+        status = exchange.status
+        self._record(route, status,
+                     exchange.overhead() if status < 400 and route in _CALLS else None)
 
     async def _models(self, path: str, exchange: Exchange, authorization: bytes | None) -> None:
         keys = self.keys

@@ -22,11 +22,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tinyllm._files import FileProblem, read_text
 from tinyllm.errors import TinyLLMError
 from tinyllm.models.local import DEFAULT_LOCAL_MODEL
 
@@ -116,19 +116,11 @@ def default_config() -> GatewayConfig:
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     """The configuration in the YAML file ``path``; ``ConfigError`` lists every problem."""
-    shown = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{shown}: no such file"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{shown}: is a directory, not a configuration file"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) \
-            from None
-    except OSError as exc:
-        raise ConfigError([f"{shown}: cannot read: {exc.strerror or exc}"]) from None
-    return parse_config(text, source=shown)
+        text = read_text(path)
+    except FileProblem as exc:
+        raise ConfigError([str(exc)]) from None
+    return parse_config(text, source=os.fspath(path))
 
 
 class _Problems:

@@ -486,7 +486,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_and_non_utf8(tmp_path: Path) -> None:
-    with pytest.raises(GraphError, match="is a directory, not a graph file"):
+    with pytest.raises(GraphError, match="is a directory, not a file"):
         load_graph(tmp_path)
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"name: caf\xe9\n")

@@ -1,0 +1,36 @@
+"""Reading a text file a user named (a graph, a configuration): one message per failure.
+
+Example:
+    >>> read_text("/nonexistent.yaml")
+    Traceback (most recent call last):
+    ...
+    tinyllm._files.FileProblem: /nonexistent.yaml: no such file
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["FileProblem", "read_text"]
+
+
+class FileProblem(ValueError):
+    """A file that cannot be read as UTF-8 text; the message names it and why."""
+
+
+def read_text(path: str | os.PathLike[str], *, missing_hint: str = "") -> str:
+    """The UTF-8 text of ``path``, else ``FileProblem`` (``missing_hint`` is added to
+    the message when there is no such file)."""
+    shown = os.fspath(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileProblem(f"{shown}: no such file{missing_hint}") from None
+    except IsADirectoryError:
+        raise FileProblem(f"{shown}: is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise FileProblem(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") \
+            from None
+    except OSError as exc:
+        raise FileProblem(f"{shown}: cannot read: {exc.strerror or exc}") from None
