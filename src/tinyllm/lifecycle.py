@@ -168,6 +168,7 @@ class Request:
         "model",
         "output_tokens",
         "provider",
+        "request_id",
         "request_type",
         "span",
         "start_time",
@@ -178,13 +179,16 @@ class Request:
 
     def __init__(
         self, lifecycle: RequestLifecycle, inst: _Instruments, model: str, graph: str,
-        request_type: str, provider: str | None = None,
+        request_type: str, provider: str | None = None, request_id: str | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._inst = inst
         self._observe_itl = inst.itl.observe
         self.model, self.graph, self.request_type = model, graph, request_type
         self.provider = provider
+        # The caller's own id for the request (a gateway's X-Request-Id): the log line,
+        # the span and the store row carry it.
+        self.request_id = request_id
         self.finish_reasons: tuple[str, ...] = ()
         self.input_tokens = 0
         self.output_tokens = 0
@@ -419,18 +423,19 @@ class RequestLifecycle:
 
     def start(
         self, model: str, graph: str = "default", request_type: str = "generate",
-        *, provider: str | None = None,
+        *, provider: str | None = None, request_id: str | None = None,
     ) -> Request:
         """Begin observing one request.
 
         ``provider`` names the backend (``"ollama"``, ``"openai"``, ...) for tracing's
-        ``gen_ai.provider.name``; None means tinyllm itself.
+        ``gen_ai.provider.name``; None means tinyllm itself. ``request_id`` is the
+        caller's id for it (kept on the log line, the span and the store row).
         """
         key = (model, graph, request_type)
         inst = self._instruments.get(key)
         if inst is None:
             inst = self._resolve(key)
-        return Request(self, inst, model, graph, request_type, provider)
+        return Request(self, inst, model, graph, request_type, provider, request_id)
 
     def _resolve(self, key: tuple[str, str, str]) -> _Instruments:
         with self._lock:

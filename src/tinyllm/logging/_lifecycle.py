@@ -65,6 +65,8 @@ class RequestLogObserver:
         trace_id = request.trace_id
         if trace_id is not None:
             fields["trace_id"] = trace_id
+        if request.request_id is not None:
+            fields["request_id"] = request.request_id
         if failed:
             fields["error_type"] = request.error_type
             fields["error"] = f"{type(request.error).__name__}: {request.error}"

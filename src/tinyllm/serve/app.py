@@ -17,16 +17,20 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from time import perf_counter
 from typing import Any
 
 import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 from tinyllm.http.asgi import RoutesApp
 from tinyllm.http.routes import default_routes
 from tinyllm.http.routing import Response, Route, Router
-from tinyllm.lifecycle import RequestLifecycle, get_lifecycle
+from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
 from tinyllm.resilience import RetryPolicy, Timeouts
 from tinyllm.serve.auth import Keys
@@ -36,6 +40,7 @@ from tinyllm.serve.local import LocalUpstream
 from tinyllm.serve.proxy import answer_local, answer_openai
 from tinyllm.serve.requests import parse_call
 from tinyllm.serve.upstream import OpenAIUpstream
+from tinyllm.telemetry import is_telemetry_enabled
 
 __all__ = ["DEFAULT_MAX_BODY", "Gateway"]
 
@@ -53,6 +58,8 @@ _CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _JSON = (b"content-type", b"application/json")
+# A client's X-Request-Id is kept when it is short and plain; else the gateway makes one.
+_REQUEST_ID = re.compile(rb"[\w.:@/+=-]{1,128}")
 
 
 class _ClientGone(Exception):
@@ -66,6 +73,7 @@ class Exchange:
         "began",
         "done",
         "gone",
+        "request_id",
         "send",
         "sent",
         "status",
@@ -73,9 +81,10 @@ class Exchange:
         "upstream_wait",
     )
 
-    def __init__(self, send: Send, began: float) -> None:
+    def __init__(self, send: Send, began: float, request_id: bytes = b"") -> None:
         self.send = send
         self.began = began
+        self.request_id = request_id
         self.upstream_wait = 0.0
         self.status = 0
         self.streaming = False
@@ -92,6 +101,8 @@ class Exchange:
         out = headers or [_JSON]
         out.append((b"x-tinyllm-overhead-ms", b"%.3f" % (self.overhead() * 1000)))
         out.append((b"content-length", b"%d" % len(body)))
+        if self.request_id:
+            out.append((b"x-request-id", self.request_id))
         await self.send({"type": "http.response.start", "status": status, "headers": out})
         await self.send({"type": "http.response.body", "body": body})
 
@@ -100,8 +111,10 @@ class Exchange:
 
     async def start_stream(self) -> None:
         self.status, self.sent, self.streaming = 200, True, True
-        await self.send({"type": "http.response.start", "status": 200,
-                         "headers": _SSE_HEADERS})
+        headers = _SSE_HEADERS
+        if self.request_id:
+            headers = [*headers, (b"x-request-id", self.request_id)]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def event(self, payload: bytes) -> None:
         await self.send({"type": "http.response.body", "body": b"data: %b\n\n" % payload,
@@ -220,7 +233,7 @@ class Gateway:
                 return
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        exchange = Exchange(send, perf_counter())
+        exchange = Exchange(send, perf_counter(), _request_id(scope))
         method = scope["method"]
         route = path
         try:
@@ -284,15 +297,17 @@ class Gateway:
             raise _unknown_model(call.model, self.config)
         if keys:
             keys.check(authorization, call.model)
-        req = self.lifecycle.start(call.model, "gateway", call.request_type,
-                                   provider=upstream.provider)
+        request_id = exchange.request_id.decode()
+        forward = {"X-Request-Id": request_id}
+        req = _start_traced(self.lifecycle, scope, call.model, call.request_type,
+                            upstream.provider, request_id, forward)
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_watch(receive, exchange, task))
         try:
             if isinstance(upstream, LocalUpstream):
                 await answer_local(call, upstream, req, exchange)
             else:
-                await answer_openai(call, upstream, req, exchange, self.retry)
+                await answer_openai(call, upstream, req, exchange, self.retry, forward)
         except asyncio.CancelledError:
             if not exchange.gone or task is None:
                 req.end(asyncio.CancelledError())
@@ -339,6 +354,43 @@ def _check_supported(config: GatewayConfig) -> None:
                             "yet; remove it (rpm is)")
     if problems:
         raise ConfigError(problems)
+
+
+def _request_id(scope: Scope) -> bytes:
+    """The client's ``X-Request-Id`` when it is a sane one, else a new one."""
+    given = _header(scope, b"x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex.encode()
+
+
+def _start_traced(
+    lifecycle: RequestLifecycle, scope: Scope, model: str, request_type: str,
+    provider: str, request_id: str, forward: dict[str, str],
+) -> Request:
+    """The lifecycle request, its span a child of the client's ``traceparent`` (with
+    tracing on); ``forward`` gets the headers the upstream should see: the trace
+    continued from our span, or the client's ``traceparent`` as it came."""
+    traceparent = _header(scope, b"traceparent")
+    if not is_telemetry_enabled():
+        if traceparent is not None:
+            forward["traceparent"] = traceparent.decode("latin-1")
+            state = _header(scope, b"tracestate")
+            if state is not None:
+                forward["tracestate"] = state.decode("latin-1")
+        return lifecycle.start(model, "gateway", request_type, provider=provider,
+                               request_id=request_id)
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
+               if k in (b"traceparent", b"tracestate")}
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        req = lifecycle.start(model, "gateway", request_type, provider=provider,
+                              request_id=request_id)
+    finally:
+        otel_context.detach(token)
+    if req.span is not None:
+        propagate.inject(forward, context=trace.set_span_in_context(req.span))
+    return req
 
 
 def _rejection(exc: BaseException, model: str) -> GatewayError:

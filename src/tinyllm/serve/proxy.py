@@ -89,7 +89,7 @@ def _finish_reasons(choices: list[Any]) -> list[str]:
 
 async def answer_openai(
     call: Call, upstream: OpenAIUpstream, req: Request, out: Responder,
-    retry: RetryPolicy,
+    retry: RetryPolicy, headers: dict[str, str] | None = None,
 ) -> None:
     """Forward ``call`` to ``upstream`` and answer through ``out``; raises what failed
     (before the stream started: the caller answers with its status)."""
@@ -106,7 +106,7 @@ async def answer_openai(
     async def attempt() -> Any:
         breaker.before_call()
         try:
-            return await upstream.open(path, data)
+            return await upstream.open(path, data, headers)
         except Exception as exc:
             _tell(breaker, exc)
             raise

@@ -66,5 +66,7 @@ class StoreObserver:
             metadata["success"] = status == "success"
         if request.error_type is not None:
             metadata["error_type"] = request.error_type
+        if request.request_id is not None:
+            metadata["request_id"] = request.request_id
         self._record(names[0], request.duration or 0.0, model_id=request.model,
                      metadata=metadata)

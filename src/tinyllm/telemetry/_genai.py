@@ -28,6 +28,21 @@ OPERATIONS: dict[str, str] = {
     "embed": "embeddings",
     "embeddings": "embeddings",
 }
+
+
+def operation_of(request_type: str) -> tuple[str, bool]:
+    """The GenAI operation of a request type, and whether it is streamed
+    (``chat_stream``, the gateway's, is a streamed ``chat``).
+
+    Example:
+        >>> operation_of("chat_stream"), operation_of("generate")
+        (('chat', True), ('text_completion', False))
+    """
+    streamed = request_type == "stream" or request_type.endswith("_stream")
+    base = request_type[:-7] if request_type.endswith("_stream") else request_type
+    return OPERATIONS.get(base, base), streamed
+
+
 #: gen_ai.provider.name when the request does not name its backend.
 DEFAULT_PROVIDER = "tinyllm"
 
@@ -79,8 +94,7 @@ class _GenAIMetrics:
         found = self._attrs.get(key)
         if found is None:
             base: dict[str, Any] = {
-                "gen_ai.operation.name": OPERATIONS.get(request.request_type,
-                                                        request.request_type),
+                "gen_ai.operation.name": operation_of(request.request_type)[0],
                 "gen_ai.provider.name": provider,
                 "gen_ai.request.model": request.model,
             }
@@ -120,7 +134,7 @@ class _GenAIObserver:
         if tracer is None:
             return
         rtype = request.request_type
-        operation = OPERATIONS.get(rtype, rtype)
+        operation, streamed = operation_of(rtype)
         provider = request.provider or DEFAULT_PROVIDER
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -130,9 +144,11 @@ class _GenAIObserver:
             "tinyllm.graph": request.graph,
             "tinyllm.request_type": rtype,
         }
-        if rtype == "stream":
+        if streamed:
             attrs["tinyllm.stream"] = True
             attrs["gen_ai.request.stream"] = True
+        if request.request_id is not None:
+            attrs["tinyllm.request.id"] = request.request_id
         span = tracer.start_span(
             f"{operation} {request.model}", kind=SpanKind.CLIENT, attributes=attrs
         )
