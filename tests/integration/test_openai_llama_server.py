@@ -121,3 +121,39 @@ def test_server_errors_are_classified_and_accounted(
     bad = _value(registry, "tinyllm_inference_requests_total", model="gemma3-270m",
                  status="error")
     assert (ok, bad) == (0, 1)
+
+
+def test_the_gateway_in_front_of_llama_cpps_server_counts_tokens_it_never_reports(
+    server: str,
+) -> None:
+    # llama.cpp's server ignores stream_options.include_usage: the gateway's token
+    # metrics come from the chunks it relayed, one token each.
+    import openai
+    from tests.support.servers import uvicorn_server
+
+    from tinyllm.metrics import get_metrics_collector, reset_metrics_collector
+    from tinyllm.resilience import reset_circuit_breakers
+    from tinyllm.serve.app import Gateway
+    from tinyllm.serve.config import parse_config
+
+    reset_metrics_collector()
+    reset_circuit_breakers()
+    config = parse_config(f"models:\n  - name: llama\n    provider: openai\n"
+                          f"    base_url: {server}\n    model: gemma3-270m\n")
+    try:
+        with uvicorn_server(Gateway(config)) as url, \
+                openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0) as client:
+            stream = client.chat.completions.create(
+                model="llama", messages=[{"role": "user", "content": "What is 2+2?"}],
+                max_tokens=8, temperature=0, stream=True)
+            pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+            assert "".join(pieces)
+            assert all(c.model == "llama" for c in client.chat.completions.create(
+                model="llama", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                stream=True))
+        registry = get_metrics_collector().registry
+        counted = registry.get_sample_value("tinyllm_tokens_output_total",
+                                            {"model": "llama", "graph": "gateway"})
+        assert counted is not None and counted >= len([p for p in pieces if p])
+    finally:
+        reset_metrics_collector()

@@ -177,3 +177,26 @@ def test_metrics_health_and_ready_on_the_same_port(gateway_url: str) -> None:
     assert "tinyllm_requests_total" in httpx.get(f"{gateway_url}/metrics").text
     assert httpx.get(f"{gateway_url}/health").json()["status"] == "healthy"
     assert httpx.get(f"{gateway_url}/ready").json() == {"status": "ready", "models": ["m"]}
+
+
+def test_a_gateway_can_front_another_gateway(
+    upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    from .conftest import config_for, gateway
+
+    upstream.script(stream_reply("a", "b"), Reply(body=completion("whole")))
+    with gateway(config_for(upstream.url, name="inner")) as inner, \
+            gateway(config_for(inner.removesuffix("/v1"), name="outer",
+                               upstream_model="inner")) as outer, \
+            openai.OpenAI(base_url=f"{outer}/v1", api_key="k", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model="outer", messages=MESSAGES,
+                                                     stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks
+                       if c.choices) == "ab"
+        assert client.chat.completions.create(
+            model="outer", messages=MESSAGES).choices[0].message.content == "whole"
+    v = sample(default_collector)
+    for name in ("inner", "outer"):  # one process here: both gateways' requests counted
+        assert v("tinyllm_requests_total", model=name, graph="gateway",
+                 request_type="chat_stream") == 1
+        assert v("tinyllm_tokens_output_total", model=name, graph="gateway") == 5
