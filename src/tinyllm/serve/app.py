@@ -54,7 +54,8 @@ DEFAULT_MAX_BODY = 2**20
 MAX_HEADER_BYTES = 16 * 2**10
 #: Seconds a client has to send its whole body.
 RECEIVE_TIMEOUT = 10.0
-_CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+_CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
+          "/v1/embeddings": "embedding"}
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _JSON = (b"content-type", b"application/json")
@@ -248,14 +249,11 @@ class Gateway:
                 if method not in ("GET", "HEAD"):
                     raise _method(path, "GET")
                 await self._models(path, exchange, _header(scope, b"authorization"))
-            elif path == "/v1/embeddings":
-                route = path
-                raise GatewayError(501, "embeddings are not served by this gateway's models "
-                                        "yet", code="not_supported")
             else:
                 route = "other"
                 raise GatewayError(404, f"no route {path[:100]!r}; the OpenAI API is served "
-                                        "under /v1: chat/completions, completions, models",
+                                        "under /v1: chat/completions, completions, "
+                                        "embeddings, models",
                                    code="unknown_url")
         except GatewayError as err:
             if not exchange.sent:
@@ -305,6 +303,9 @@ class Gateway:
         watcher = asyncio.ensure_future(_watch(receive, exchange, task))
         try:
             if isinstance(upstream, LocalUpstream):
+                if call.kind == "embedding":
+                    raise GatewayError(501, f"model {call.model!r} (the embedded model) does "
+                                            "not serve embeddings", code="not_supported")
                 await answer_local(call, upstream, req, exchange)
             else:
                 await answer_openai(call, upstream, req, exchange, self.retry, forward)

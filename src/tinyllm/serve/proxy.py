@@ -35,7 +35,8 @@ __all__ = ["Responder", "answer_local", "answer_openai"]
 
 #: Seconds between SSE keep-alive comments while the first token is awaited.
 KEEPALIVE_SECONDS = 10.0
-_PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+_PATHS = {"chat": "/chat/completions", "completion": "/completions",
+          "embedding": "/embeddings"}
 
 
 class Responder(Protocol):

@@ -32,7 +32,7 @@ _ROLES = ("assistant", "developer", "function", "system", "tool", "user")
 class Call:
     """One chat or completion request: its kind, the model asked for, its body."""
 
-    kind: str  # "chat" | "completion"
+    kind: str  # "chat" | "completion" | "embedding"
     model: str
     body: dict[str, Any]
     stream: bool
@@ -53,8 +53,8 @@ def _type_name(value: Any) -> str:
 
 
 def parse_call(raw: bytes, kind: str) -> Call:
-    """The ``kind`` (``chat`` or ``completion``) request in ``raw``; ``GatewayError``
-    400 naming the field otherwise."""
+    """The ``kind`` (``chat``, ``completion`` or ``embedding``) request in ``raw``;
+    ``GatewayError`` 400 naming the field otherwise."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -68,8 +68,12 @@ def parse_call(raw: bytes, kind: str) -> Call:
                    "(GET /v1/models lists them)", "model")
     if kind == "chat":
         _check_messages(body.get("messages"))
-    else:
+    elif kind == "completion":
         _check_prompt(body.get("prompt"))
+    else:
+        _check_input(body.get("input"))
+        if body.get("stream"):
+            raise _bad("embeddings are not streamed; leave stream out", "stream")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -114,6 +118,17 @@ def _check_messages(messages: Any) -> None:
         if content is not None and not isinstance(content, str | list):
             raise _bad(f"messages[{i}].content must be a string, a list of parts or null, "
                        f"got {_type_name(content)}", f"messages[{i}].content")
+
+
+def _check_input(value: Any) -> None:
+    if isinstance(value, str) and value:
+        return
+    if isinstance(value, list) and value and all(
+            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+            or (isinstance(v, list) and all(type(t) is int for t in v)) for v in value):
+        return
+    raise _bad("input must be a non-empty string, or a list of strings or of token ids",
+               "input")
 
 
 def _check_prompt(prompt: Any) -> None:

@@ -26,6 +26,7 @@ OPERATIONS: dict[str, str] = {
     "stream": "text_completion",
     "chat": "chat",
     "embed": "embeddings",
+    "embedding": "embeddings",
     "embeddings": "embeddings",
 }
 

@@ -200,3 +200,19 @@ def test_a_gateway_can_front_another_gateway(
         assert v("tinyllm_requests_total", model=name, graph="gateway",
                  request_type="chat_stream") == 1
         assert v("tinyllm_tokens_output_total", model=name, graph="gateway") == 5
+
+
+def test_embeddings_go_to_an_upstream_that_embeds(
+    client: openai.OpenAI, upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    answer = {"object": "list", "model": "up", "data": [
+        {"object": "embedding", "index": 0, "embedding": [0.1, -0.2, 0.3]}],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+    upstream.script(Reply(body=json.dumps(answer).encode()))
+    result = client.embeddings.create(model="m", input="hello world", encoding_format="float")
+    assert result.data[0].embedding == [0.1, -0.2, 0.3] and result.model == "m"
+    assert upstream.exchanges[0].path == "/v1/embeddings"
+    v = sample(default_collector)
+    assert v("tinyllm_requests_total", model="m", graph="gateway",
+             request_type="embedding") == 1
+    assert v("tinyllm_tokens_input_total", model="m", graph="gateway") == 4
