@@ -186,6 +186,17 @@ _SPECS = (
                "What the gateway adds to a request: its whole time minus the time spent "
                "waiting on the upstream (also the X-Tinyllm-Overhead-Ms header).",
                ("route",), buckets=OVERHEAD_BUCKETS, group="gateway", source="issue 12"),
+    MetricSpec("gateway_key_requests_total", _C,
+               "Model calls the gateway accepted, by the caller's key alias.", ("key",),
+               group="gateway", source="issue 12"),
+    MetricSpec("gateway_key_tokens_total", _C,
+               "Tokens of the calls accepted per key alias (direction: input, output), as "
+               "the upstream reported them.", ("key", "direction"), group="gateway",
+               source="issue 12"),
+    MetricSpec("gateway_key_rejections_total", _C,
+               "Calls refused per key alias (\"none\": no or an unknown key) and reason "
+               "(missing_key, invalid_key, model_not_allowed, rpm, tpm).", ("key", "reason"),
+               group="gateway", source="issue 12"),
     # -- inference (the inference-server API) ----------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout, cancelled: the client "

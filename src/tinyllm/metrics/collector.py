@@ -338,6 +338,21 @@ class MetricsCollector:
         if overhead is not None:
             self._child("gateway_overhead_seconds", (route,)).observe(overhead)
 
+    def record_gateway_key(self, key: str, input_tokens: int = 0,
+                           output_tokens: int = 0) -> None:
+        """Count one call accepted for key alias ``key``, with its tokens."""
+        check_amount("input_tokens", input_tokens, integral=True)
+        check_amount("output_tokens", output_tokens, integral=True)
+        self._child("gateway_key_requests_total", (key,)).inc()
+        if input_tokens:
+            self._child("gateway_key_tokens_total", (key, "input")).inc(input_tokens)
+        if output_tokens:
+            self._child("gateway_key_tokens_total", (key, "output")).inc(output_tokens)
+
+    def increment_gateway_key_rejections(self, key: str, reason: str) -> None:
+        """Count one call refused for key alias ``key`` (``none``: no or an unknown key)."""
+        self._child("gateway_key_rejections_total", (key, reason)).inc()
+
     def increment_http_disconnects(self, transport: str) -> None:
         """Count one HTTP client gone mid-answer (``transport``: ``threaded``, ``asgi``)."""
         self._child("http_disconnects_total", (transport,)).inc()

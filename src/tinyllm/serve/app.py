@@ -33,7 +33,7 @@ from tinyllm.http.routing import Response, Route, Router
 from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
 from tinyllm.resilience import RetryPolicy, Timeouts
-from tinyllm.serve.auth import Keys
+from tinyllm.serve.auth import Keys, Rejection
 from tinyllm.serve.config import ConfigError, GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
 from tinyllm.serve.local import LocalUpstream
@@ -256,6 +256,9 @@ class Gateway:
                                         "embeddings, models",
                                    code="unknown_url")
         except GatewayError as err:
+            if isinstance(err, Rejection):
+                self.lifecycle.collector.increment_gateway_key_rejections(
+                    err.alias or "none", err.reason)
             if not exchange.sent:
                 await exchange.error(err)
         except _ClientGone:
@@ -293,8 +296,7 @@ class Gateway:
         upstream = self.upstreams.get(call.model)
         if upstream is None:
             raise _unknown_model(call.model, self.config)
-        if keys:
-            keys.check(authorization, call.model)
+        key = keys.check(authorization, call.model) if keys else None
         request_id = exchange.request_id.decode()
         forward = {"X-Request-Id": request_id}
         req = _start_traced(self.lifecycle, scope, call.model, call.request_type,
@@ -328,6 +330,10 @@ class Gateway:
         finally:
             exchange.done = True
             watcher.cancel()
+            if key is not None:
+                self.lifecycle.collector.record_gateway_key(key.alias, req.input_tokens,
+                                                            req.output_tokens)
+                key.charge_tokens(req.input_tokens + req.output_tokens)
 
 
 async def _watch(receive: Receive, exchange: Exchange, task: asyncio.Task[Any] | None) -> None:
@@ -349,10 +355,6 @@ def _check_supported(config: GatewayConfig) -> None:
                 f"{config.source}: models[{i}] ({route.name}): provider ollama is not served "
                 "yet; Ollama also speaks the OpenAI API: use provider openai with base_url "
                 f"{(route.base_url or 'http://127.0.0.1:11434').rstrip('/')}/v1")
-    for i, key in enumerate(config.keys):
-        if key.tpm is not None:
-            problems.append(f"{config.source}: keys[{i}] ({key.alias}): tpm is not enforced "
-                            "yet; remove it (rpm is)")
     if problems:
         raise ConfigError(problems)
 

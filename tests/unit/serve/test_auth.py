@@ -74,3 +74,25 @@ def test_a_bucket_never_grants_more_than_its_minute_allows(rpm: int, gaps: list[
         granted += sum(bucket.take() == 0.0 for _ in range(3))
     # At most a full bucket at the start plus what the elapsed time refilled.
     assert granted <= rpm + now[0] * rpm / 60 + 1e-9
+
+
+def test_tokens_are_charged_after_the_fact_and_the_debt_is_paid_by_the_refill() -> None:
+    now = [0.0]
+    bucket = MinuteBucket(600, clock=lambda: now[0])  # 10 tokens a second
+    assert bucket.wait() == 0.0
+    bucket.charge(900)  # one big answer overdraws
+    assert bucket.wait() == pytest.approx(30.0, rel=1e-6)
+    now[0] = 29.0
+    assert bucket.wait() == pytest.approx(1.0, rel=1e-6)
+    now[0] = 30.5
+    assert bucket.wait() == 0.0
+
+
+def test_a_key_over_its_tokens_per_minute_is_429() -> None:
+    keys = Keys([KeySpec("k", digest("k"), tpm=100)])
+    key = keys.check(b"Bearer k", "m")
+    key.charge_tokens(250)
+    with pytest.raises(GatewayError) as info:
+        keys.check(b"Bearer k", "m")
+    assert info.value.status == 429 and "tokens per minute" in info.value.message
+    assert 60 <= (info.value.retry_after or 0) <= 91

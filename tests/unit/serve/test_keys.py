@@ -113,3 +113,47 @@ keys:
         assert httpx.get(f"{url}/api/metrics").status_code == 401
         r = httpx.get(f"{url}/api/metrics", headers={"Authorization": "Bearer key-b"})
         assert r.status_code == 200 and "overall" in r.json()
+
+
+def test_per_key_counters_under_the_alias_and_rejections_by_reason(
+    keyed: str, upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    upstream.script(Reply(body=completion()))
+    with sdk(keyed, "key-a") as a:
+        a.chat.completions.create(model="small", messages=MESSAGES)
+        with pytest.raises(openai.PermissionDeniedError):
+            a.chat.completions.create(model="big", messages=MESSAGES)
+    with sdk(keyed, "wrong") as w, pytest.raises(openai.AuthenticationError):
+        w.chat.completions.create(model="small", messages=MESSAGES)
+    v = sample(default_collector)
+    assert v("tinyllm_gateway_key_requests_total", key="team-a") == 1
+    assert v("tinyllm_gateway_key_tokens_total", key="team-a", direction="input") == 9
+    assert v("tinyllm_gateway_key_tokens_total", key="team-a", direction="output") == 2
+    assert v("tinyllm_gateway_key_rejections_total", key="team-a",
+             reason="model_not_allowed") == 1
+    assert v("tinyllm_gateway_key_rejections_total", key="none", reason="invalid_key") == 1
+    metrics = httpx.get(f"{keyed}/metrics").text
+    assert "key-a" not in metrics and "key-b" not in metrics  # aliases only, never keys
+
+
+def test_a_key_over_its_tokens_per_minute_waits_for_the_refill(
+    upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    config = parse_config(f"""
+models:
+  - name: small
+    provider: openai
+    base_url: {upstream.url}/v1
+keys:
+  - alias: t
+    key_sha256: '{hashlib.sha256(b"key-t").hexdigest()}'
+    tpm: 10
+""")
+    upstream.script(Reply(body=completion()))  # 9 + 2 tokens: over the 10 a minute
+    with gateway(config) as url, sdk(url, "key-t") as client:
+        client.chat.completions.create(model="small", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError, match="tokens per minute"):
+            client.chat.completions.create(model="small", messages=MESSAGES)
+    assert upstream.requests == 1
+    assert sample(default_collector)("tinyllm_gateway_key_rejections_total", key="t",
+                                     reason="tpm") == 1
