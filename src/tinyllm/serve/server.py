@@ -45,7 +45,7 @@ def make_server(
     app = gateway or Gateway(config, routes=routes)
     settings = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False,
-        loop=_best("uvloop", "asyncio"), http=_best("httptools", "h11"),
+        loop=_best("uvloop", "asyncio"), http=_protocol(),
         lifespan="on", timeout_graceful_shutdown=int(grace) if grace else None,
         limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=30,
         server_header=False, date_header=False,
@@ -65,6 +65,15 @@ def _quiet_exit(server_class: type[Any]) -> type[Any]:
                 captured.clear()
 
     return GatewayServer
+
+
+def _protocol() -> Any:
+    """httptools with the head guards (tinyllm.serve.protocol), else uvicorn's h11."""
+    if _best("httptools", "h11") == "h11":  # pragma: no cover - httptools is in the extra
+        return "h11"
+    from tinyllm.serve.protocol import GuardedHttpToolsProtocol
+
+    return GuardedHttpToolsProtocol
 
 
 def _best(fast: str, fallback: str) -> str:
