@@ -216,3 +216,25 @@ def test_embeddings_go_to_an_upstream_that_embeds(
     assert v("tinyllm_requests_total", model="m", graph="gateway",
              request_type="embedding") == 1
     assert v("tinyllm_tokens_input_total", model="m", graph="gateway") == 4
+
+
+def test_langchain_chat_openai_with_a_custom_base_url_gets_its_tokens_counted(
+    gateway_url: str, upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    # ChatOpenAI does not ask for streamed usage when base_url is custom: the gateway
+    # asks the upstream itself, so the token metrics are right all the same.
+    from langchain_openai import ChatOpenAI
+
+    upstream.script(stream_reply("Lang", "Chain", "!"), Reply(body=completion("whole")))
+    llm = ChatOpenAI(model="m", base_url=f"{gateway_url}/v1", api_key="unused",
+                     max_retries=0, streaming=True)
+    pieces = list(llm.stream("hi"))
+    assert "".join(str(piece.content) for piece in pieces) == "LangChain!"
+    # It did not ask (no usage came back to it), the upstream was asked all the same.
+    assert all(not piece.usage_metadata for piece in pieces)
+    assert upstream.exchanges[0].json["stream_options"] == {"include_usage": True}
+    assert ChatOpenAI(model="m", base_url=f"{gateway_url}/v1", api_key="unused",
+                      max_retries=0).invoke("hi").content == "whole"
+    v = sample(default_collector)
+    assert v("tinyllm_tokens_output_total", model="m", graph="gateway") == 3 + 2
+    assert v("tinyllm_tokens_input_total", model="m", graph="gateway") == 9 + 9
