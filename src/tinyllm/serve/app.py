@@ -17,9 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import re
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -36,6 +34,18 @@ from tinyllm.resilience import RetryPolicy, Timeouts
 from tinyllm.serve.auth import Keys, Rejection
 from tinyllm.serve.config import ConfigError, GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
+from tinyllm.serve.exchange import (
+    DEFAULT_MAX_BODY,
+    ClientGone,
+    Exchange,
+    Receive,
+    Scope,
+    Send,
+    check_headers,
+    header,
+    read_body,
+    request_id,
+)
 from tinyllm.serve.local import LocalUpstream
 from tinyllm.serve.proxy import answer_local, answer_openai
 from tinyllm.serve.requests import parse_call
@@ -44,99 +54,8 @@ from tinyllm.telemetry import is_telemetry_enabled
 
 __all__ = ["DEFAULT_MAX_BODY", "Gateway"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-#: The largest request body accepted (1 MiB), enforced while reading.
-DEFAULT_MAX_BODY = 2**20
-#: The most header bytes a request may carry (16 KiB): more is a 431.
-MAX_HEADER_BYTES = 16 * 2**10
-#: Seconds a client has to send its whole body.
-RECEIVE_TIMEOUT = 10.0
 _CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
           "/v1/embeddings": "embedding"}
-_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_JSON = (b"content-type", b"application/json")
-# A client's X-Request-Id is kept when it is short and plain; else the gateway makes one.
-_REQUEST_ID = re.compile(rb"[\w.:@/+=-]{1,128}")
-
-
-class _ClientGone(Exception):
-    """The client went away before its request was read whole."""
-
-
-class Exchange:
-    """One HTTP exchange's answer, and the time spent waiting on the upstream."""
-
-    __slots__ = (
-        "began",
-        "done",
-        "gone",
-        "request_id",
-        "send",
-        "sent",
-        "status",
-        "streaming",
-        "upstream_wait",
-    )
-
-    def __init__(self, send: Send, began: float, request_id: bytes = b"") -> None:
-        self.send = send
-        self.began = began
-        self.request_id = request_id
-        self.upstream_wait = 0.0
-        self.status = 0
-        self.streaming = False
-        self.sent = False
-        self.gone = False
-        self.done = False  # the answer is complete: a disconnect now changes nothing
-
-    def overhead(self) -> float:
-        return max(0.0, perf_counter() - self.began - self.upstream_wait)
-
-    async def whole(self, status: int, body: bytes,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.status, self.sent = status, True
-        out = headers or [_JSON]
-        out.append((b"x-tinyllm-overhead-ms", b"%.3f" % (self.overhead() * 1000)))
-        out.append((b"content-length", b"%d" % len(body)))
-        if self.request_id:
-            out.append((b"x-request-id", self.request_id))
-        await self.send({"type": "http.response.start", "status": status, "headers": out})
-        await self.send({"type": "http.response.body", "body": body})
-
-    async def error(self, err: GatewayError) -> None:
-        await self.whole(err.status, err.body(), err.headers())
-
-    async def start_stream(self) -> None:
-        self.status, self.sent, self.streaming = 200, True, True
-        headers = _SSE_HEADERS
-        if self.request_id:
-            headers = [*headers, (b"x-request-id", self.request_id)]
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    async def event(self, payload: bytes) -> None:
-        await self.send({"type": "http.response.body", "body": b"data: %b\n\n" % payload,
-                         "more_body": True})
-
-    async def events(self, payloads: list[bytes]) -> None:
-        # What arrived together goes out in one write (each still its own event).
-        body = b"".join(b"data: %b\n\n" % p for p in payloads)
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
-
-    async def comment(self) -> None:
-        await self.send({"type": "http.response.body", "body": b": keep-alive\n\n",
-                         "more_body": True})
-
-    async def end_stream(self) -> None:
-        await self.send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-    async def stream_error(self, err: GatewayError) -> None:
-        # The status is out: the error goes as an event the OpenAI SDK raises on.
-        await self.send({"type": "http.response.body", "more_body": False,
-                         "body": b"data: %b\n\n" % err.body()})
 
 
 class Gateway:
@@ -214,7 +133,7 @@ class Gateway:
                 # The store's summary and exports hold every request's history: with keys
                 # configured they need one (/metrics, /health and /ready stay open).
                 try:
-                    self.keys.identify(_header(scope, b"authorization"))
+                    self.keys.identify(header(scope, b"authorization"))
                 except GatewayError as err:
                     await Exchange(send, perf_counter()).error(err)
                     return
@@ -234,7 +153,7 @@ class Gateway:
                 return
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        exchange = Exchange(send, perf_counter(), _request_id(scope))
+        exchange = Exchange(send, perf_counter(), request_id(scope))
         method = scope["method"]
         route = path
         try:
@@ -242,13 +161,13 @@ class Gateway:
             if kind is not None:
                 if method != "POST":
                     raise _method(path, "POST")
-                _check_headers(scope)
+                check_headers(scope)
                 await self._call(kind, scope, receive, exchange)
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 route = "/v1/models" if path == "/v1/models" else "/v1/models/{id}"
                 if method not in ("GET", "HEAD"):
                     raise _method(path, "GET")
-                await self._models(path, exchange, _header(scope, b"authorization"))
+                await self._models(path, exchange, header(scope, b"authorization"))
             else:
                 route = "other"
                 raise GatewayError(404, f"no route {path[:100]!r}; the OpenAI API is served "
@@ -261,7 +180,7 @@ class Gateway:
                     err.alias or "none", err.reason)
             if not exchange.sent:
                 await exchange.error(err)
-        except _ClientGone:
+        except ClientGone:
             exchange.status = 499  # nginx's "client closed request": never sent
         status = exchange.status
         self._record(route, status,
@@ -288,10 +207,10 @@ class Gateway:
     async def _call(self, kind: str, scope: Scope, receive: Receive,
                     exchange: Exchange) -> None:
         keys = self.keys
-        authorization = _header(scope, b"authorization") if keys else None
+        authorization = header(scope, b"authorization") if keys else None
         if keys:  # before the body is read: a caller without a key costs nothing more
             keys.identify(authorization)
-        raw = await _read_body(scope, receive, self.max_body)
+        raw = await read_body(scope, receive, self.max_body)
         call = parse_call(raw, kind)
         upstream = self.upstreams.get(call.model)
         if upstream is None:
@@ -359,14 +278,6 @@ def _check_supported(config: GatewayConfig) -> None:
         raise ConfigError(problems)
 
 
-def _request_id(scope: Scope) -> bytes:
-    """The client's ``X-Request-Id`` when it is a sane one, else a new one."""
-    given = _header(scope, b"x-request-id")
-    if given is not None and _REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex.encode()
-
-
 def _start_traced(
     lifecycle: RequestLifecycle, scope: Scope, model: str, request_type: str,
     provider: str, request_id: str, forward: dict[str, str],
@@ -374,11 +285,11 @@ def _start_traced(
     """The lifecycle request, its span a child of the client's ``traceparent`` (with
     tracing on); ``forward`` gets the headers the upstream should see: the trace
     continued from our span, or the client's ``traceparent`` as it came."""
-    traceparent = _header(scope, b"traceparent")
+    traceparent = header(scope, b"traceparent")
     if not is_telemetry_enabled():
         if traceparent is not None:
             forward["traceparent"] = traceparent.decode("latin-1")
-            state = _header(scope, b"tracestate")
+            state = header(scope, b"tracestate")
             if state is not None:
                 forward["tracestate"] = state.decode("latin-1")
         return lifecycle.start(model, "gateway", request_type, provider=provider,
@@ -413,57 +324,5 @@ def _unknown_model(name: str, config: GatewayConfig) -> GatewayError:
     return GatewayError(404, f"model {shown!r} is not served here; available: "
                              f"{', '.join(sorted(config.models))}",
                         code="model_not_found", param="model")
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
-def _check_headers(scope: Scope) -> None:
-    size = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
-    if size > MAX_HEADER_BYTES:
-        raise GatewayError(431, f"the request's headers are {size:,} bytes; at most "
-                                f"{MAX_HEADER_BYTES:,}", code="headers_too_large")
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes (413 as soon as it is passed, declared
-    or not), within ``RECEIVE_TIMEOUT`` seconds (408)."""
-    for key, value in scope.get("headers", ()):
-        if key == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                raise GatewayError(400, "content-length is not a number",
-                                   code="invalid_request") from None
-            if declared > limit:
-                raise _too_large(declared, limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _ClientGone
-                body = message.get("body", b"")
-                size += len(body)
-                if size > limit:
-                    raise _too_large(size, limit)
-                chunks.append(body)
-                if not message.get("more_body"):
-                    break
-    except TimeoutError:
-        raise GatewayError(408, f"the request body did not arrive within "
-                                f"{RECEIVE_TIMEOUT:g} s", code="request_timeout") from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> GatewayError:
-    return GatewayError(413, f"the request body is larger than {limit:,} bytes "
-                             f"({size:,} or more)", code="body_too_large")
 
 
