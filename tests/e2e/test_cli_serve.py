@@ -104,6 +104,24 @@ def test_serve_alone_answers_the_official_sdk_with_the_embedded_model(
     assert 'tinyllm_queue_requests_total{priority="normal"} 3.0' in metrics
 
 
+def test_the_ollama_sdk_gets_the_embedded_model_through_the_ollama_api(
+    served: tuple[str, subprocess.Popen[str]],
+) -> None:
+    import ollama
+
+    url, _ = served
+    client = ollama.Client(host=url)
+    assert [m.model for m in client.list().models] == ["gemma3-270m"]
+    assert [m.model for m in client.ps().models] == ["gemma3-270m"]  # loaded
+    parts = list(client.chat(model="gemma3-270m", messages=PROMPT, stream=True,
+                             options={"num_predict": 6, "temperature": 0}))
+    assert "".join(p.message.content or "" for p in parts)
+    assert parts[-1].done and 0 < (parts[-1].eval_count or 0) <= 6
+    answer = client.generate(model="gemma3-270m", prompt="Question: What is 2+2?\nAnswer:",
+                             options={"num_predict": 4})
+    assert answer.response and answer.done_reason in ("stop", "length")
+
+
 def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(
     served: tuple[str, subprocess.Popen[str]],
 ) -> None:
@@ -118,13 +136,3 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     assert "tinyllm serve stopped" in err and "Traceback" not in err
-
-
-def test_what_is_not_served_yet_is_refused_at_start_not_ignored(tmp_path: Path) -> None:
-    config = tmp_path / "gateway.yaml"
-    config.write_text("models:\n  - name: llama\n    provider: ollama\n")
-    result = run("serve", "--config", str(config), "--port", str(free_port()))
-    assert result.returncode == 2, result
-    assert "provider ollama is not served yet" in result.stderr
-    assert "base_url http://127.0.0.1:11434/v1" in result.stderr
-    assert "Traceback" not in result.stderr

@@ -53,10 +53,7 @@ def serve(
         fail(str(exc), 2)
     from tinyllm.serve.app import Gateway
 
-    try:
-        gateway = Gateway(config)
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    gateway = Gateway(config)
     routes = _store_routes(db_target)
     if routes:
         gateway.router.routes.update(routes)

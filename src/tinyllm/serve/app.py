@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
@@ -32,7 +33,7 @@ from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
 from tinyllm.resilience import RetryPolicy, Timeouts
 from tinyllm.serve.auth import Keys, Rejection
-from tinyllm.serve.config import ConfigError, GatewayConfig, ModelRoute
+from tinyllm.serve.config import GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
 from tinyllm.serve.exchange import (
     DEFAULT_MAX_BODY,
@@ -47,8 +48,15 @@ from tinyllm.serve.exchange import (
     request_id,
 )
 from tinyllm.serve.local import LocalUpstream
+from tinyllm.serve.ollama_api import (
+    OLLAMA_VERSION,
+    OllamaExchange,
+    model_list,
+    parse_ollama,
+    show,
+)
 from tinyllm.serve.proxy import answer_local, answer_openai
-from tinyllm.serve.requests import parse_call
+from tinyllm.serve.requests import Call, parse_call
 from tinyllm.serve.upstream import OpenAIUpstream
 from tinyllm.telemetry import is_telemetry_enabled
 
@@ -56,6 +64,10 @@ __all__ = ["DEFAULT_MAX_BODY", "Gateway"]
 
 _CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
           "/v1/embeddings": "embedding"}
+_OLLAMA = frozenset({"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version",
+                     "/api/ps"})
+# The routes whose answers' overhead is observed: the model calls.
+_TIMED = frozenset({*_CALLS, "/api/chat", "/api/generate"})
 
 
 class Gateway:
@@ -76,7 +88,6 @@ class Gateway:
         self.retry = retry or RetryPolicy(max_attempts=2, base_delay=0.1, max_delay=1.0)
         self.max_body = max_body
         self.lifecycle = lifecycle or get_lifecycle()
-        _check_supported(config)
         self.upstreams: dict[str, OpenAIUpstream | LocalUpstream] = {}
         for route in config.models.values():
             self.upstreams[route.name] = self._upstream(route)
@@ -91,6 +102,12 @@ class Gateway:
     def _upstream(self, route: ModelRoute) -> OpenAIUpstream | LocalUpstream:
         if route.provider == "local":
             return LocalUpstream(route)
+        if route.provider == "ollama":
+            # Ollama speaks the OpenAI API too (/v1): the one upstream client serves it.
+            base = (route.base_url or "http://127.0.0.1:11434").rstrip("/")
+            upstream = OpenAIUpstream(replace(route, base_url=f"{base}/v1"), self.timeouts)
+            upstream.provider = "ollama"
+            return upstream
         return OpenAIUpstream(route, self.timeouts)
 
     @staticmethod
@@ -129,6 +146,14 @@ class Gateway:
             if path.startswith("/v1/"):
                 await self._v1(scope, receive, send, path)
                 return
+            if path in _OLLAMA:
+                await self._ollama(scope, receive, send, path)
+                return
+            if path == "/" and scope["method"] in ("GET", "HEAD"):
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"Ollama is running"})
+                return
             if self.keys and path.startswith("/api/"):
                 # The store's summary and exports hold every request's history: with keys
                 # configured they need one (/metrics, /health and /ready stay open).
@@ -155,25 +180,77 @@ class Gateway:
     async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         exchange = Exchange(send, perf_counter(), request_id(scope))
         method = scope["method"]
-        route = path
+        kind = _CALLS.get(path)
+        if kind is not None:
+            def parse(raw: bytes) -> Call:
+                return parse_call(raw, kind)
+
+            await self._serve(path, exchange, lambda: self._call(
+                scope, receive, exchange, parse, method))
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
+            route = "/v1/models" if path == "/v1/models" else "/v1/models/{id}"
+            await self._serve(route, exchange, lambda: self._models(
+                path, exchange, header(scope, b"authorization"), method))
+        else:
+            await self._serve("other", exchange, _raiser(GatewayError(
+                404, f"no route {path[:100]!r}; the OpenAI API is served under /v1: "
+                     "chat/completions, completions, embeddings, models",
+                code="unknown_url")))
+
+    async def _ollama(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        endpoint = path[len("/api/"):]
+        method = scope["method"]
+        exchange = OllamaExchange(send, perf_counter(), request_id(scope), "",
+                                  endpoint == "chat", True)
+        if endpoint in ("chat", "generate"):
+            def parse(raw: bytes) -> Call:
+                call, exchange.stream = parse_ollama(raw, endpoint)
+                # The answer's shape follows the endpoint (generate answers "response"
+                # even when a system prompt made the upstream call a chat).
+                exchange.model = call.model
+                return call
+
+            await self._serve(path, exchange, lambda: self._call(
+                scope, receive, exchange, parse, method))
+        else:
+            await self._serve(path, exchange, lambda: self._ollama_info(
+                endpoint, scope, receive, exchange, method))
+
+    async def _ollama_info(self, endpoint: str, scope: Scope, receive: Receive,
+                           exchange: OllamaExchange, method: str) -> None:
+        authorization = header(scope, b"authorization")
+        if self.keys:
+            self.keys.identify(authorization)
+        routes = [r for r in self.config.models.values()
+                  if not self.keys or self.keys.may_use(authorization, r.name)]
+        if endpoint == "show":
+            if method != "POST":
+                raise _method(f"/api/{endpoint}", "POST")
+            body = orjson.loads(await read_body(scope, receive, self.max_body) or b"{}")
+            name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+            found = [r for r in routes if r.name == name]
+            if not found:
+                raise _unknown_model(str(name), self.config)
+            await exchange.whole(200, show(found[0]))
+            return
+        if method not in ("GET", "HEAD"):
+            raise _method(f"/api/{endpoint}", "GET")
+        if endpoint == "version":
+            await exchange.whole(200, orjson.dumps({"version": OLLAMA_VERSION}))
+        elif endpoint == "tags":
+            await exchange.whole(200, model_list(routes))
+        else:  # ps: the models loaded now
+            local = {u.route.name for u in self.upstreams.values()
+                     if isinstance(u, LocalUpstream) and u.ready}
+            loaded = [r for r in routes if r.name in local]
+            await exchange.whole(200, model_list(loaded))
+
+    async def _serve(self, route: str, exchange: Exchange | OllamaExchange,
+                     work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` for one exchange: a ``GatewayError`` becomes its answer, and every
+        answer is counted (``gateway_requests_total``, the overhead)."""
         try:
-            kind = _CALLS.get(path)
-            if kind is not None:
-                if method != "POST":
-                    raise _method(path, "POST")
-                check_headers(scope)
-                await self._call(kind, scope, receive, exchange)
-            elif path == "/v1/models" or path.startswith("/v1/models/"):
-                route = "/v1/models" if path == "/v1/models" else "/v1/models/{id}"
-                if method not in ("GET", "HEAD"):
-                    raise _method(path, "GET")
-                await self._models(path, exchange, header(scope, b"authorization"))
-            else:
-                route = "other"
-                raise GatewayError(404, f"no route {path[:100]!r}; the OpenAI API is served "
-                                        "under /v1: chat/completions, completions, "
-                                        "embeddings, models",
-                                   code="unknown_url")
+            await work()
         except GatewayError as err:
             if isinstance(err, Rejection):
                 self.lifecycle.collector.increment_gateway_key_rejections(
@@ -184,9 +261,12 @@ class Gateway:
             exchange.status = 499  # nginx's "client closed request": never sent
         status = exchange.status
         self._record(route, status,
-                     exchange.overhead() if status < 400 and route in _CALLS else None)
+                     exchange.overhead() if status < 400 and route in _TIMED else None)
 
-    async def _models(self, path: str, exchange: Exchange, authorization: bytes | None) -> None:
+    async def _models(self, path: str, exchange: Exchange, authorization: bytes | None,
+                      method: str) -> None:
+        if method not in ("GET", "HEAD"):
+            raise _method(path, "GET")
         keys = self.keys
         if keys:  # a key sees the models it may use, and nothing without one
             keys.identify(authorization)
@@ -204,14 +284,17 @@ class Gateway:
             raise _unknown_model(name, self.config)
         await exchange.whole(200, orjson.dumps(self._model_card(route)))
 
-    async def _call(self, kind: str, scope: Scope, receive: Receive,
-                    exchange: Exchange) -> None:
+    async def _call(self, scope: Scope, receive: Receive, exchange: Exchange | OllamaExchange,
+                    parse: Callable[[bytes], Call], method: str) -> None:
+        if method != "POST":
+            raise _method(scope["path"], "POST")
+        check_headers(scope)
         keys = self.keys
         authorization = header(scope, b"authorization") if keys else None
         if keys:  # before the body is read: a caller without a key costs nothing more
             keys.identify(authorization)
         raw = await read_body(scope, receive, self.max_body)
-        call = parse_call(raw, kind)
+        call = parse(raw)
         upstream = self.upstreams.get(call.model)
         if upstream is None:
             raise _unknown_model(call.model, self.config)
@@ -220,6 +303,8 @@ class Gateway:
         forward = {"X-Request-Id": request_id}
         req = _start_traced(self.lifecycle, scope, call.model, call.request_type,
                             upstream.provider, request_id, forward)
+        if isinstance(exchange, OllamaExchange):
+            exchange.req = req  # its final object reports the request's counts and timings
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_watch(receive, exchange, task))
         try:
@@ -255,27 +340,14 @@ class Gateway:
                 key.charge_tokens(req.input_tokens + req.output_tokens)
 
 
-async def _watch(receive: Receive, exchange: Exchange, task: asyncio.Task[Any] | None) -> None:
+async def _watch(receive: Receive, exchange: Exchange | OllamaExchange,
+                 task: asyncio.Task[Any] | None) -> None:
     """Cancel the exchange's task when its client goes away before the answer is done."""
     while (await receive())["type"] != "http.disconnect":
         pass
     if task is not None and not exchange.done:
         exchange.gone = True
         task.cancel()
-
-
-def _check_supported(config: GatewayConfig) -> None:
-    """``ConfigError`` for what the configuration allows but this gateway does not do
-    yet: refused at start-up, never silently ignored."""
-    problems = []
-    for i, route in enumerate(config.models.values()):
-        if route.provider == "ollama":
-            problems.append(
-                f"{config.source}: models[{i}] ({route.name}): provider ollama is not served "
-                "yet; Ollama also speaks the OpenAI API: use provider openai with base_url "
-                f"{(route.base_url or 'http://127.0.0.1:11434').rstrip('/')}/v1")
-    if problems:
-        raise ConfigError(problems)
 
 
 def _start_traced(
@@ -313,6 +385,13 @@ def _rejection(exc: BaseException, model: str) -> GatewayError:
                                  "waiting already; retry shortly", code="overloaded",
                             retry_after=1.0)
     return from_exception(exc, f"model {model!r}")
+
+
+def _raiser(err: GatewayError) -> Callable[[], Awaitable[None]]:
+    async def fail() -> None:
+        raise err
+
+    return fail
 
 
 def _method(path: str, allowed: str) -> GatewayError:

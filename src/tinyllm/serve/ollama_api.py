@@ -93,6 +93,7 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
             openai["prompt"] = prompt
             kind = "completion"
     call = parse_call(orjson.dumps(openai), kind)
+    call.client_stream = stream
     return call, stream
 
 

@@ -35,13 +35,16 @@ class Call:
     kind: str  # "chat" | "completion" | "embedding"
     model: str
     body: dict[str, Any]
-    stream: bool
+    stream: bool  # the upstream is asked for a stream
     wants_usage: bool  # the client asked for the usage chunk of a stream
+    client_stream: bool | None = None  # when the client's answer differs (Ollama's API)
 
     @property
     def request_type(self) -> str:
-        """The lifecycle's request type: ``chat``, ``chat_stream``, ``completion``..."""
-        return f"{self.kind}_stream" if self.stream else self.kind
+        """The lifecycle's request type, as the client sees the call: ``chat``,
+        ``chat_stream``, ``completion``..."""
+        stream = self.stream if self.client_stream is None else self.client_stream
+        return f"{self.kind}_stream" if stream else self.kind
 
 
 def _bad(message: str, param: str | None = None) -> GatewayError:

@@ -37,9 +37,9 @@ _MAX_LINE = 16 * 2**20  # nor is one streamed event of this size
 class OpenAIUpstream:
     """An OpenAI-compatible server (``route.base_url``, e.g. ``http://host:8000/v1``)."""
 
-    provider = "openai"
-
     def __init__(self, route: ModelRoute, timeouts: Timeouts | None = None) -> None:
+        #: The lifecycle's provider label (``ollama`` for an Ollama server's /v1).
+        self.provider = "openai"
         if route.base_url is None:
             raise ValueError(f"model {route.name!r}: base_url is required")
         self.route = route

@@ -1,0 +1,106 @@
+"""The gateway's Ollama API, driven by the official ``ollama`` SDK, in front of an
+OpenAI-compatible upstream (either API may front either kind of upstream)."""
+
+from __future__ import annotations
+
+import httpx
+import ollama
+import pytest
+
+from tests.support.fault_server import DONE, FaultServer, Reply, sse
+from tinyllm.metrics import MetricsCollector
+
+from .conftest import config_for, gateway, sample
+from .test_openai_api import USAGE, chunk, stream_reply
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def test_chat_streamed_and_whole_with_ollamas_final_object(
+    gateway_url: str, upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    upstream.script(stream_reply("Hel", "lo"), stream_reply("Who", "le"))
+    client = ollama.Client(host=gateway_url)
+    parts = list(client.chat(model="m", messages=MESSAGES, stream=True))
+    assert "".join(p.message.content or "" for p in parts) == "Hello"
+    final = parts[-1]
+    assert final.done and final.done_reason == "stop"
+    assert final.eval_count == 3 and final.prompt_eval_count == 9  # the upstream's usage
+    assert final.total_duration and final.total_duration >= (final.eval_duration or 0)
+    whole = client.chat(model="m", messages=MESSAGES, stream=False,
+                        options={"temperature": 0.1, "num_predict": 5, "top_k": 3})
+    assert whole.message.content == "Whole" and whole.done
+    sent = upstream.exchanges[1].json
+    assert (sent["temperature"], sent["max_tokens"], sent["top_k"]) == (0.1, 5, 3)
+    assert sent["stream"] is True  # always streamed upstream: tokens timed as they come
+    v = sample(default_collector)
+    assert v("tinyllm_requests_total", model="m", graph="gateway",
+             request_type="chat_stream") == 1
+    assert v("tinyllm_requests_total", model="m", graph="gateway", request_type="chat") == 1
+    assert v("tinyllm_gateway_requests_total", route="/api/chat", status="200") == 2
+
+
+def test_generate_with_and_without_a_system_prompt(
+    gateway_url: str, upstream: FaultServer,
+) -> None:
+    piece = {"id": "c", "object": "text_completion", "created": 1, "model": "up",
+             "choices": [{"index": 0, "text": " 4", "finish_reason": "stop"}]}
+    upstream.script(Reply(body=sse(piece, USAGE, DONE), content_type="text/event-stream"),
+                    stream_reply("Sure"))
+    client = ollama.Client(host=gateway_url)
+    answer = client.generate(model="m", prompt="2+2=")
+    assert answer.response == " 4" and answer.done
+    assert upstream.exchanges[0].path == "/v1/completions"
+    streamed = "".join(p.response for p in client.generate(
+        model="m", prompt="hi", system="Be brief.", stream=True))
+    assert streamed == "Sure"
+    assert upstream.exchanges[1].json["messages"][0] == {"role": "system",
+                                                          "content": "Be brief."}
+
+
+def test_what_ollama_clients_probe(gateway_url: str) -> None:
+    assert httpx.get(f"{gateway_url}/").text == "Ollama is running"
+    client = ollama.Client(host=gateway_url)
+    assert [m.model for m in client.list().models] == ["m"]
+    assert client.show("m").details is not None
+    assert client.ps().models == []  # no embedded model loaded in this gateway
+    assert httpx.get(f"{gateway_url}/api/version").json()["version"]
+    with pytest.raises(ollama.ResponseError) as info:
+        client.show("nope")
+    assert info.value.status_code == 404
+
+
+def test_errors_in_ollamas_shape(gateway_url: str, upstream: FaultServer) -> None:
+    client = ollama.Client(host=gateway_url)
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model="nope", messages=MESSAGES)
+    assert info.value.status_code == 404 and "not served here" in info.value.error
+    r = httpx.post(f"{gateway_url}/api/chat", content=b"{bad")
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    upstream.script(Reply(status=500, body=b"{}"), Reply(status=500, body=b"{}"))
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model="m", messages=MESSAGES, stream=False)
+    assert info.value.status_code == 502
+    # Mid-stream: the line carries the error, which the SDK raises.
+    upstream.script(Reply(body=(*sse(chunk("partial")), b"data: {oops\n\n"),
+                          content_type="text/event-stream"))
+    with pytest.raises(ollama.ResponseError):
+        list(client.chat(model="m", messages=MESSAGES, stream=True))
+
+
+def test_provider_ollama_goes_to_the_servers_openai_api(
+    upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    # Ollama speaks the OpenAI API at /v1 as well: here another tinyllm serve stands in.
+    from tinyllm.serve.config import parse_config
+
+    upstream.script(stream_reply("via", " ollama"))
+    with gateway(config_for(upstream.url, name="inner")) as inner:
+        config = parse_config(f"models:\n  - name: llama\n    provider: ollama\n"
+                              f"    base_url: {inner}\n    model: inner\n")
+        with gateway(config) as outer:
+            parts = list(ollama.Client(host=outer).chat(model="llama", messages=MESSAGES,
+                                                        stream=True))
+    assert "".join(p.message.content or "" for p in parts) == "via ollama"
+    assert sample(default_collector)("tinyllm_requests_total", model="llama",
+                                     graph="gateway", request_type="chat_stream") == 1
