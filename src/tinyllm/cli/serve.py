@@ -36,6 +36,11 @@ def serve(
         30.0, "--grace", min=0.0, metavar="SECONDS",
         help="On SIGTERM / Ctrl-C, how long requests in flight may take to finish.",
     ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", metavar="URL",
+        help="Share the keys' rpm/tpm limits with every instance using this Redis "
+        "(e.g. redis://127.0.0.1:6379/0); without it each instance limits on its own.",
+    ),
 ) -> None:
     """Serve the OpenAI API in front of the configured models, with /metrics, /health
     and /ready on the same port; every request is observed like a tinyllm client's.
@@ -53,7 +58,9 @@ def serve(
         fail(str(exc), 2)
     from tinyllm.serve.app import Gateway
 
-    gateway = Gateway(config)
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--redis-url must start with redis://, rediss:// or unix://, got {redis_url!r}", 2)
+    gateway = Gateway(config, redis_url=redis_url)
     routes = _store_routes(db_target)
     if routes:
         gateway.router.routes.update(routes)

@@ -197,6 +197,9 @@ _SPECS = (
                "Calls refused per key alias (\"none\": no or an unknown key) and reason "
                "(missing_key, invalid_key, model_not_allowed, rpm, tpm).", ("key", "reason"),
                group="gateway", source="issue 12"),
+    MetricSpec("gateway_limit_backend_errors_total", _C,
+               "Calls to the shared limits' Redis that failed (down, slow); meanwhile each "
+               "instance enforces its own limits.", group="gateway", source="issue 12"),
     # -- inference (the inference-server API) ----------------------------------------
     MetricSpec("inference_requests_total", _C,
                "Inference requests by outcome (success, error, timeout, cancelled: the client "

@@ -353,6 +353,10 @@ class MetricsCollector:
         """Count one call refused for key alias ``key`` (``none``: no or an unknown key)."""
         self._child("gateway_key_rejections_total", (key, reason)).inc()
 
+    def increment_gateway_limit_backend_errors(self) -> None:
+        """Count one failed call to the shared limits' backend (Redis)."""
+        self._child("gateway_limit_backend_errors_total", ()).inc()
+
     def increment_http_disconnects(self, transport: str) -> None:
         """Count one HTTP client gone mid-answer (``transport``: ``threaded``, ``asgi``)."""
         self._child("http_disconnects_total", (transport,)).inc()

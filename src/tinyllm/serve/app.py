@@ -47,6 +47,7 @@ from tinyllm.serve.exchange import (
     read_body,
     request_id,
 )
+from tinyllm.serve.limits import RedisLimits
 from tinyllm.serve.local import LocalUpstream
 from tinyllm.serve.ollama_api import (
     OLLAMA_VERSION,
@@ -74,13 +75,15 @@ class Gateway:
     """The ASGI app of ``tinyllm serve`` (see the module docstring).
 
     ``routes`` adds GET routes beside ``/metrics``, ``/health`` and ``/ready`` (the
-    store's, with ``--db``).
+    store's, with ``--db``); ``redis_url`` shares the keys' limits with every instance
+    using that Redis.
     """
 
     def __init__(
         self, config: GatewayConfig, *, routes: Mapping[str, Route] | None = None,
         timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
         max_body: int = DEFAULT_MAX_BODY, lifecycle: RequestLifecycle | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.config = config
         self.timeouts = timeouts or Timeouts(connect=5.0, read=120.0, total=600.0,
@@ -91,7 +94,9 @@ class Gateway:
         self.upstreams: dict[str, OpenAIUpstream | LocalUpstream] = {}
         for route in config.models.values():
             self.upstreams[route.name] = self._upstream(route)
-        self.keys = Keys(config.keys)
+        # With redis_url the keys' limits are shared by every instance using that Redis.
+        self.limits = RedisLimits(redis_url) if redis_url and config.keys else None
+        self.keys = Keys(config.keys, self.limits)
         self.router = Router({**default_routes(), "/ready": self._ready_route,
                               **(routes or {})})
         self._routes_app = RoutesApp(self.router)
@@ -123,9 +128,11 @@ class Gateway:
                 self._loading = asyncio.create_task(upstream.start())
 
     async def shutdown(self) -> None:
-        """Release the upstream connections and the local model's queue."""
+        """Release the upstream connections, the local model's queue and Redis."""
         for upstream in self.upstreams.values():
             await upstream.close()
+        if self.limits is not None:
+            await self.limits.close()
 
     def _ready_route(self, query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
         waiting = [u.route.name for u in self.upstreams.values()
@@ -298,7 +305,7 @@ class Gateway:
         upstream = self.upstreams.get(call.model)
         if upstream is None:
             raise _unknown_model(call.model, self.config)
-        key = keys.check(authorization, call.model) if keys else None
+        key = await keys.check(authorization, call.model) if keys else None
         request_id = exchange.request_id.decode()
         forward = {"X-Request-Id": request_id}
         req = _start_traced(self.lifecycle, scope, call.model, call.request_type,
@@ -337,7 +344,7 @@ class Gateway:
             if key is not None:
                 self.lifecycle.collector.record_gateway_key(key.alias, req.input_tokens,
                                                             req.output_tokens)
-                key.charge_tokens(req.input_tokens + req.output_tokens)
+                await key.charge_tokens(req.input_tokens + req.output_tokens)
 
 
 async def _watch(receive: Receive, exchange: Exchange | OllamaExchange,

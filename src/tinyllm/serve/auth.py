@@ -13,7 +13,7 @@ Example:
     >>> import hashlib
     >>> from tinyllm.serve.config import KeySpec
     >>> keys = Keys([KeySpec("team-a", hashlib.sha256(b"s3cret").hexdigest())])
-    >>> keys.check(b"Bearer s3cret", "any-model").alias
+    >>> keys.identify(b"Bearer s3cret").alias
     'team-a'
 """
 
@@ -21,63 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tinyllm.serve.config import KeySpec
 from tinyllm.serve.errors import GatewayError
+from tinyllm.serve.limits import RedisLimits, SharedBucket
 
-__all__ = ["Key", "Keys", "MinuteBucket", "Rejection"]
-
-
-class MinuteBucket:
-    """A token bucket holding ``per_minute`` tokens, refilled at ``per_minute / 60`` a
-    second; ``take`` returns 0 when granted, else the seconds until it would be.
-
-    Example:
-        >>> bucket = MinuteBucket(2, clock=lambda: 0.0)
-        >>> bucket.take(), bucket.take(), bucket.take() > 0
-        (0.0, 0.0, True)
-    """
-
-    __slots__ = ("_clock", "_level", "_lock", "_rate", "_stamp", "capacity")
-
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_minute)
-        self._rate = per_minute / 60.0
-        self._level = self.capacity
-        self._clock = clock
-        self._stamp = clock()
-        self._lock = threading.Lock()
-
-    def _refill(self) -> float:
-        now = self._clock()
-        level = min(self.capacity, self._level + (now - self._stamp) * self._rate)
-        self._stamp = now
-        return level
-
-    def take(self, amount: float = 1.0) -> float:
-        with self._lock:
-            level = self._refill()
-            if level >= amount:
-                self._level = level - amount
-                return 0.0
-            self._level = level
-            return (amount - level) / self._rate
-
-    def wait(self) -> float:
-        """0 while anything is left, else the seconds until something is (a bucket that
-        is charged after the fact, as tokens are, may be in debt)."""
-        with self._lock:
-            level = self._level = self._refill()
-            return 0.0 if level > 0 else (1e-9 - level) / self._rate
-
-    def charge(self, amount: float) -> None:
-        """Take ``amount`` whatever is left: the bucket may go into debt, which the
-        refill pays back before the next call is let in."""
-        with self._lock:
-            self._level = self._refill() - amount
+__all__ = ["Key", "Keys", "Rejection"]
 
 
 class Key:
@@ -85,16 +35,19 @@ class Key:
 
     __slots__ = ("alias", "models", "rpm", "tpm")
 
-    def __init__(self, spec: KeySpec) -> None:
+    def __init__(self, spec: KeySpec, limits: RedisLimits | None = None) -> None:
         self.alias = spec.alias
         self.models = frozenset(spec.models) if spec.models is not None else None
-        self.rpm = MinuteBucket(spec.rpm) if spec.rpm else None
-        self.tpm = MinuteBucket(spec.tpm) if spec.tpm else None
+        # Redis keys by the key's digest prefix, never by the key or its alias alone
+        # (two gateways may give one alias to different keys).
+        name = f"{spec.sha256[:16]}:{spec.alias}"
+        self.rpm = SharedBucket(limits, f"{name}:rpm", spec.rpm) if spec.rpm else None
+        self.tpm = SharedBucket(limits, f"{name}:tpm", spec.tpm) if spec.tpm else None
 
-    def charge_tokens(self, tokens: int) -> None:
+    async def charge_tokens(self, tokens: int) -> None:
         """Count a finished call's tokens against the key's ``tpm``."""
         if self.tpm is not None and tokens:
-            self.tpm.charge(tokens)
+            await self.tpm.charge(tokens)
 
 
 class Rejection(GatewayError):
@@ -111,8 +64,8 @@ class Rejection(GatewayError):
 class Keys:
     """The configured keys, looked up by the digest of the bearer token."""
 
-    def __init__(self, specs: Sequence[KeySpec]) -> None:
-        self._by_digest = {spec.sha256: Key(spec) for spec in specs}
+    def __init__(self, specs: Sequence[KeySpec], limits: RedisLimits | None = None) -> None:
+        self._by_digest = {spec.sha256: Key(spec, limits) for spec in specs}
 
     def __bool__(self) -> bool:
         return bool(self._by_digest)
@@ -138,7 +91,7 @@ class Keys:
                 401, "the API key is not valid for this gateway", code="invalid_api_key"))
         return key
 
-    def check(self, authorization: bytes | None, model: str) -> Key:
+    async def check(self, authorization: bytes | None, model: str) -> Key:
         """The caller's key, allowed ``model`` and within its request rate."""
         key = self.identify(authorization)
         if key.models is not None and model not in key.models:
@@ -147,13 +100,13 @@ class Keys:
                      f"{', '.join(sorted(key.models))}", code="model_not_allowed",
                 param="model"))
         if key.tpm is not None:
-            wait = key.tpm.wait()
+            wait = await key.tpm.wait()
             if wait:
                 raise Rejection(key.alias, "tpm", GatewayError(
                     429, f"key {key.alias!r} is over its {key.tpm.capacity:g} tokens per "
                          "minute", code="rate_limited", retry_after=wait))
         if key.rpm is not None:
-            wait = key.rpm.take()
+            wait = await key.rpm.take()
             if wait:
                 raise Rejection(key.alias, "rpm", GatewayError(
                     429, f"key {key.alias!r} is over its {key.rpm.capacity:g} requests per "

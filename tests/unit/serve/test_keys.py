@@ -157,3 +157,71 @@ keys:
     assert upstream.requests == 1
     assert sample(default_collector)("tinyllm_gateway_key_rejections_total", key="t",
                                      reason="tpm") == 1
+
+
+SHARED = """
+models:
+  - name: small
+    provider: openai
+    base_url: {url}/v1
+keys:
+  - alias: shared
+    key_sha256: '{digest}'
+    rpm: 3
+"""
+
+
+def _redis_clean(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for name in client.scan_iter("tinyllm:limits:*"):
+        client.delete(name)
+    client.close()
+
+
+def test_two_instances_sharing_redis_enforce_one_limit(
+    upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    # Real Redis (the set-up starts it at 127.0.0.1:6379): three requests a minute for
+    # the key, whichever instance serves them.
+    redis_url = "redis://127.0.0.1:6379/0"
+    _redis_clean(redis_url)
+    digest = hashlib.sha256(b"key-s").hexdigest()
+    config = parse_config(SHARED.format(url=upstream.url, digest=digest))
+    upstream.script(*(Reply(body=completion()) for _ in range(3)))
+    try:
+        with gateway(config, redis_url=redis_url) as one, \
+                gateway(config, redis_url=redis_url) as two:
+            answers = []
+            for url in (one, two, one, two):
+                with sdk(url, "key-s") as client:
+                    try:
+                        client.chat.completions.create(model="small", messages=MESSAGES)
+                        answers.append(200)
+                    except openai.RateLimitError:
+                        answers.append(429)
+        assert answers == [200, 200, 200, 429]
+        assert upstream.requests == 3
+    finally:
+        _redis_clean(redis_url)
+
+
+def test_redis_down_each_instance_limits_on_its_own_and_it_is_counted(
+    upstream: FaultServer, default_collector: MetricsCollector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.support.servers import free_port
+
+    digest = hashlib.sha256(b"key-s").hexdigest()
+    config = parse_config(SHARED.format(url=upstream.url, digest=digest))
+    upstream.script(*(Reply(body=completion()) for _ in range(3)))
+    with gateway(config, redis_url=f"redis://127.0.0.1:{free_port()}/0") as url, \
+            sdk(url, "key-s") as client:
+        for _ in range(3):
+            client.chat.completions.create(model="small", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="small", messages=MESSAGES)
+    errors = sample(default_collector)("tinyllm_gateway_limit_backend_errors_total")
+    assert errors >= 1
+    assert caplog.text.count("each instance keeps its own limits") == 1
