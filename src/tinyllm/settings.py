@@ -37,6 +37,7 @@ __all__ = [
     "ENV_OTEL_TRACES_EXPORTER",
     "ENV_OTEL_TRACES_SAMPLER_ARG",
     "ENV_PROMETHEUS_MULTIPROC_DIR",
+    "ENV_SERVE_WORKER",
     "metrics_namespace",
     "multiprocess_dir",
 ]
@@ -53,6 +54,9 @@ ENV_METRICS_URL = "TINYLLM_METRICS_URL"
 ENV_METRICS_DB = "TINYLLM_METRICS_DB"
 # Where the embedded model's GGUF is assembled (default ~/.cache/tinyllm/models).
 ENV_MODEL_DIR = "TINYLLM_MODEL_DIR"
+# Internal: what `tinyllm serve --workers N` passes to each worker (JSON; set by the
+# parent, never by hand).
+ENV_SERVE_WORKER = "TINYLLM_SERVE_WORKER"
 # prometheus_client's own variable; we only read it to serve the aggregated view.
 ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # OpenTelemetry's standard variables, honoured by tinyllm.telemetry (argument > env >

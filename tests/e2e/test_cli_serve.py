@@ -136,3 +136,45 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     assert "tinyllm serve stopped" in err and "Traceback" not in err
+
+
+def test_workers_share_one_port_and_metrics_add_up_exactly(tmp_path: Path) -> None:
+    from tests.support.fault_server import FaultServer, Reply
+
+    answer = (b'{"id": "x", "object": "chat.completion", "created": 1, "model": "up", '
+              b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, '
+              b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 1, '
+              b'"completion_tokens": 1, "total_tokens": 2}}')
+    with FaultServer(fallback=Reply(body=answer)) as upstream:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(f"models:\n  - name: m\n    provider: openai\n"
+                          f"    base_url: {upstream.url}/v1\n")
+        port = free_port()
+        proc = subprocess.Popen([*CLI, "serve", "--config", str(config), "--port", str(port),
+                                 "--workers", "2"], text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                time.sleep(0.2)
+            for _ in range(30):  # a new connection each: the kernel spreads them
+                r = httpx.post(f"{url}/v1/chat/completions", json={
+                    "model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200
+            line = ('tinyllm_requests_total{graph="gateway",model="m",'
+                    'request_type="chat"} 30.0')
+            for _ in range(6):  # whichever worker answers the scrape: the same totals
+                assert line in httpx.get(f"{url}/metrics").text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "2 workers" in err and "tinyllm serve stopped" in err
+    assert "Traceback" not in err

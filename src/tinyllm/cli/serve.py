@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     config_file: str = typer.Option(
         None, "--config", metavar="FILE",
         help="The gateway's YAML configuration (models and keys). Default: the embedded "
@@ -41,6 +42,10 @@ def serve(
         help="Share the keys' rpm/tpm limits with every instance using this Redis "
         "(e.g. redis://127.0.0.1:6379/0); without it each instance limits on its own.",
     ),
+    workers: int = typer.Option(
+        1, "--workers", "-w", min=1, max=64,
+        help="Worker processes on the one port; /metrics shows the totals of all of them.",
+    ),
 ) -> None:
     """Serve the OpenAI API in front of the configured models, with /metrics, /health
     and /ready on the same port; every request is observed like a tinyllm client's.
@@ -60,13 +65,16 @@ def serve(
 
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         fail(f"--redis-url must start with redis://, rediss:// or unix://, got {redis_url!r}", 2)
+    shown = f"[{host}]" if ":" in host else host
+    if workers > 1:
+        _run_workers(ctx, config_file, db_target, redis_url, workers, host, port, grace)
+        return
     gateway = Gateway(config, redis_url=redis_url)
     routes = _store_routes(db_target)
     if routes:
         gateway.router.routes.update(routes)
     sock = _bind(host, port)
     server = make_server(config, host=host, port=port, grace=grace, gateway=gateway)
-    shown = f"[{host}]" if ":" in host else host
     bound = sock.getsockname()[1]
     err_console.print(f"tinyllm serve: {', '.join(config.models)} on "
                       f"http://{shown}:{bound}/v1 (metrics on /metrics; Ctrl-C to stop)")
@@ -77,6 +85,45 @@ def serve(
 
         close_store()  # flushes what the requests recorded
     err_console.print("tinyllm serve stopped")
+
+
+def _run_workers(ctx: typer.Context, config_file: str | None, db_target: str | None,
+                 redis_url: str | None, workers: int, host: str, port: int,
+                 grace: float) -> None:
+    import os
+
+    from tinyllm.logging import get_logging_state
+    from tinyllm.serve.server import server_config
+    from tinyllm.serve.workers import WorkerSpec, run_workers
+
+    root = ctx.find_root().params
+    logging_state = get_logging_state()
+    db = db_target or os.environ.get(ENV_METRICS_DB, "").strip() or None
+    spec = WorkerSpec(
+        config_file=os.path.abspath(config_file) if config_file else None, db=db,
+        redis_url=redis_url, log_level=str(logging_state["level"]).lower(),
+        log_format=str(logging_state["format"]), tracing=bool(root.get("tracing")),
+        otlp_endpoint=root.get("otlp_endpoint"))
+    if redis_url is None and _has_limits(config_file):
+        err_console.print("note: without --redis-url each worker enforces the keys' rpm/tpm "
+                          "on its own (a key gets them once per worker)")
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    err_console.print(f"tinyllm serve: {workers} workers on http://{shown}:{bound}/v1 "
+                      "(metrics on /metrics; Ctrl-C to stop)")
+    settings = server_config("tinyllm.serve.workers:app", host=host, port=port, grace=grace,
+                             factory=True)
+    run_workers(spec, [sock], workers, settings)
+    err_console.print("tinyllm serve stopped")
+
+
+def _has_limits(config_file: str | None) -> bool:
+    if config_file is None:
+        return False
+    from tinyllm.serve.config import load_config
+
+    return any(k.rpm or k.tpm for k in load_config(config_file).keys)
 
 
 def _store_routes(db_target: str | None) -> dict[str, Route] | None:

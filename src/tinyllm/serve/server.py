@@ -19,7 +19,7 @@ from tinyllm.http.routing import Route
 from tinyllm.serve.app import Gateway
 from tinyllm.serve.config import GatewayConfig
 
-__all__ = ["DEFAULT_GRACE", "DEFAULT_PORT", "make_server", "run_gateway"]
+__all__ = ["DEFAULT_GRACE", "DEFAULT_PORT", "make_server", "run_gateway", "server_config"]
 
 DEFAULT_PORT = 8080
 #: Seconds requests in flight get to finish after SIGTERM / Ctrl-C.
@@ -38,19 +38,28 @@ def make_server(
 ) -> Any:
     """A ``uvicorn.Server`` for the gateway (not started: ``.run()`` serves until a
     signal, ``.serve()`` inside a loop)."""
+    import uvicorn
+
+    settings = server_config(gateway or Gateway(config, routes=routes), host=host,
+                             port=port, grace=grace)
+    return _quiet_exit(uvicorn.Server)(settings)
+
+
+def server_config(app: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                  grace: float = DEFAULT_GRACE, factory: bool = False) -> Any:
+    """The ``uvicorn.Config`` the gateway runs with (``app`` may be an import string of
+    a factory, for workers)."""
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - a dependency of the serve extra
         raise ImportError(f"tinyllm serve needs uvicorn: {_INSTALL_HINT}") from exc
-    app = gateway or Gateway(config, routes=routes)
-    settings = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False,
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, factory=factory,
         loop=_best("uvloop", "asyncio"), http=_protocol(),
         lifespan="on", timeout_graceful_shutdown=int(grace) if grace else None,
         limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=30,
         server_header=False, date_header=False,
     )
-    return _quiet_exit(uvicorn.Server)(settings)
 
 
 def _quiet_exit(server_class: type[Any]) -> type[Any]:
