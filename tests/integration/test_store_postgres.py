@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,6 @@ from tinyllm.metrics import MetricsCollector
 from tinyllm.store import MetricsDatabase
 
 pytestmark = pytest.mark.integration
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-ENSURE = "scripts/ensure-services.sh"
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); run {ENSURE}",
-                    pytrace=False)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test; dropped afterwards."""
-    name = f"tinyllm_store_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
