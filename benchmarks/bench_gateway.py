@@ -8,6 +8,8 @@ side, on this machine, load generator and upstream included:
 * **direct**: ``wrk`` straight at the upstream;
 * **tinyllm serve**: every sink on: metrics, the request log line (INFO, JSON, to
   /dev/null), the store (SQLite, in a temp dir);
+* **tinyllm serve, 2 workers**: the same with ``--workers 2`` (what a worker adds, on
+  a machine whose two cores also run the load generator and the upstream);
 * **tinyllm serve + tracing**: the same, with a GenAI span per request (console
   exporter to /dev/null);
 * **LiteLLM proxy** (``litellm[proxy]`` in a virtual environment of its own under
@@ -248,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         common = [PYTHON, "-m", "tinyllm", "--log-format", "json"]
         targets.append(("tinyllm serve", None, "fast", [
             *common, "serve", "--config", str(config), "--db", f"{tmp}/store.db"], None))
+        targets.append(("tinyllm serve, 2 workers", None, "fast", [
+            *common, "serve", "--config", str(config), "--db", f"{tmp}/workers.db",
+            "--workers", "2"], None))
         targets.append(("tinyllm serve + tracing", None, "fast", [
             *common, "--tracing", "serve", "--config", str(config), "--db",
             f"{tmp}/traced.db"], None))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
@@ -56,6 +55,7 @@ from tinyllm.serve.ollama_api import (
     parse_ollama,
     show,
 )
+from tinyllm.serve.ollama_upstream import OllamaUpstream, answer_ollama
 from tinyllm.serve.proxy import answer_local, answer_openai
 from tinyllm.serve.requests import Call, parse_call
 from tinyllm.serve.upstream import OpenAIUpstream
@@ -108,11 +108,7 @@ class Gateway:
         if route.provider == "local":
             return LocalUpstream(route)
         if route.provider == "ollama":
-            # Ollama speaks the OpenAI API too (/v1): the one upstream client serves it.
-            base = (route.base_url or "http://127.0.0.1:11434").rstrip("/")
-            upstream = OpenAIUpstream(replace(route, base_url=f"{base}/v1"), self.timeouts)
-            upstream.provider = "ollama"
-            return upstream
+            return OllamaUpstream(route, self.timeouts)
         return OpenAIUpstream(route, self.timeouts)
 
     @staticmethod
@@ -320,6 +316,8 @@ class Gateway:
                     raise GatewayError(501, f"model {call.model!r} (the embedded model) does "
                                             "not serve embeddings", code="not_supported")
                 await answer_local(call, upstream, req, exchange)
+            elif isinstance(upstream, OllamaUpstream):
+                await answer_ollama(call, upstream, req, exchange, self.retry, forward)
             else:
                 await answer_openai(call, upstream, req, exchange, self.retry, forward)
         except asyncio.CancelledError:

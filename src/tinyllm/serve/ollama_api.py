@@ -120,6 +120,7 @@ class OllamaExchange:
         "stream",
         "streaming",
         "texts",
+        "upstream_timings",
         "upstream_wait",
     )
 
@@ -137,6 +138,8 @@ class OllamaExchange:
         self.sent = self.streaming = self.gone = self.done = False
         self.texts: list[str] = []
         self.finish = "stop"
+        # An Ollama upstream's own timings (ns), reported instead of the gateway's.
+        self.upstream_timings: dict[str, int] | None = None
 
     def overhead(self) -> float:
         return max(0.0, perf_counter() - self.began - self.upstream_wait)
@@ -217,6 +220,8 @@ class OllamaExchange:
             if req is not None else 0,
             "eval_duration": max(0, total - prompt_ns),
         })
+        if self.upstream_timings:  # an Ollama upstream's own figures, passed through
+            final.update(self.upstream_timings)
         return final
 
     async def end_stream(self) -> None:

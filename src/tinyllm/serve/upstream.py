@@ -27,7 +27,7 @@ from tinyllm.models._http import parse_retry_after
 from tinyllm.resilience import Timeouts
 from tinyllm.serve.config import ModelRoute
 
-__all__ = ["OpenAIUpstream", "sse_batches"]
+__all__ = ["OpenAIUpstream", "ndjson_batches", "sse_batches"]
 
 _MAX_ERROR_BODY = 4096
 _MAX_BODY = 64 * 2**20  # a whole answer larger than this is not an answer
@@ -142,10 +142,30 @@ async def sse_batches(
     batches they arrived in (one network read: what came together goes on together);
     each read awaited at most ``token_gap`` seconds. A body that ends without ``[DONE]``
     is a cut stream (``ModelError`` connection)."""
+    async for batch in _batches(response, token_gap, sse=True):
+        yield batch
+
+
+async def ndjson_batches(
+    response: aiohttp.ClientResponse, token_gap: float | None,
+) -> AsyncIterator[list[bytes]]:
+    """The lines of a newline-delimited JSON body (Ollama's streams), batched as they
+    arrived; a body that ends before a line with ``"done": true`` is a cut stream."""
+    async for batch in _batches(response, token_gap, sse=False):
+        yield batch
+
+
+_DONE_MARKS = (b'"done":true', b'"done": true')
+
+
+async def _batches(
+    response: aiohttp.ClientResponse, token_gap: float | None, *, sse: bool,
+) -> AsyncIterator[list[bytes]]:
     url = str(response.url)
     content = response.content
     complete = False
     pending = b""
+    ending = "[DONE]" if sse else 'a line with "done": true'
     try:
         while not complete:
             try:
@@ -157,9 +177,12 @@ async def sse_batches(
             except aiohttp.ClientError as exc:
                 raise ModelError(f"the stream from {url} broke: {exc}",
                                  error_type="connection") from None
-            if not data:  # the end of the body, and no [DONE]: cut short
-                raise ModelError(f"the stream from {url} ended without [DONE]",
-                                 error_type="connection")
+            if not data:
+                if not sse and pending.strip():
+                    data = b"\n"  # a last line without its newline
+                else:  # the end of the body, and no end mark: cut short
+                    raise ModelError(f"the stream from {url} ended without {ending}",
+                                     error_type="connection")
             lines = (pending + data).split(b"\n")
             pending = lines.pop()
             if len(pending) > _MAX_LINE:
@@ -167,14 +190,21 @@ async def sse_batches(
                                  error_type="server_error")
             batch = []
             for line in lines:
-                if not line.startswith(b"data:"):
-                    continue  # blank lines, comments (":"), event names, ids
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    complete = True
-                    break
+                if sse:
+                    if not line.startswith(b"data:"):
+                        continue  # blank lines, comments (":"), event names, ids
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        complete = True
+                        break
+                else:
+                    payload = line.strip()
+                    if any(mark in payload for mark in _DONE_MARKS):
+                        complete = True
                 if payload:
                     batch.append(payload)
+                if complete:
+                    break
             if batch:
                 yield batch
     finally:

@@ -88,10 +88,10 @@ def test_errors_in_ollamas_shape(gateway_url: str, upstream: FaultServer) -> Non
         list(client.chat(model="m", messages=MESSAGES, stream=True))
 
 
-def test_provider_ollama_goes_to_the_servers_openai_api(
+def test_another_tinyllm_serve_as_an_ollama_api_upstream(
     upstream: FaultServer, default_collector: MetricsCollector,
 ) -> None:
-    # Ollama speaks the OpenAI API at /v1 as well: here another tinyllm serve stands in.
+    # provider ollama speaks Ollama's API: the inner gateway answers it like Ollama.
     from tinyllm.serve.config import parse_config
 
     upstream.script(stream_reply("via", " ollama"))
@@ -102,5 +102,8 @@ def test_provider_ollama_goes_to_the_servers_openai_api(
             parts = list(ollama.Client(host=outer).chat(model="llama", messages=MESSAGES,
                                                         stream=True))
     assert "".join(p.message.content or "" for p in parts) == "via ollama"
-    assert sample(default_collector)("tinyllm_requests_total", model="llama",
-                                     graph="gateway", request_type="chat_stream") == 1
+    v = sample(default_collector)
+    assert v("tinyllm_requests_total", model="llama", graph="gateway",
+             request_type="chat_stream") == 1
+    assert v("tinyllm_gateway_requests_total", route="/api/chat", status="200") == 2
+    assert parts[-1].eval_count == 3  # the inner gateway's final object, passed through
