@@ -30,7 +30,7 @@ from tinyllm.http.routes import default_routes
 from tinyllm.http.routing import Response, Route, Router
 from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
-from tinyllm.resilience import RetryPolicy, Timeouts
+from tinyllm.resilience import RetryPolicy, Timeouts, get_circuit_breaker
 from tinyllm.serve.auth import Keys, Rejection
 from tinyllm.serve.config import GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
@@ -139,6 +139,13 @@ class Gateway:
             reason = f"failed to load: {failed[0]}" if failed else "loading"
             return Response.json({"status": "not ready", "models": waiting,
                                   "reason": reason}, 503)
+        # Every upstream's breaker open: nothing can be answered (one that is half-open
+        # is being tried again, so it counts as up).
+        down = [name for name in self.upstreams
+                if get_circuit_breaker(name).state == "open"]
+        if down and len(down) == len(self.upstreams):
+            return Response.json({"status": "not ready", "models": down,
+                                  "reason": "every upstream is failing (circuit open)"}, 503)
         return Response.json({"status": "ready", "models": list(self.upstreams)})
 
     # -- ASGI --------------------------------------------------------------------------

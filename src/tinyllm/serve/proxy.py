@@ -80,6 +80,15 @@ def _usage(req: Request, usage: Any) -> None:
                   count_field(usage.get("completion_tokens")))
 
 
+def _upstream_timings(req: Request, timings: Any) -> None:
+    """llama.cpp's server reports its own timings (``prompt_ms``, ``predicted_ms``,
+    ``predicted_per_second``, ...): passed through onto the request's span."""
+    span = req.span
+    if isinstance(timings, dict) and span is not None and span.is_recording():
+        span.set_attributes({f"tinyllm.upstream.{k}": v for k, v in timings.items()
+                             if isinstance(v, int | float) and not isinstance(v, bool)})
+
+
 def _finish_reasons(choices: list[Any]) -> list[str]:
     return [c["finish_reason"] for c in choices
             if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
@@ -122,6 +131,7 @@ async def answer_openai(
             raw, value = await upstream.read_json(response)
             out.upstream_wait += perf_counter() - began
             _usage(req, value.get("usage"))
+            _upstream_timings(req, value.get("timings"))
             choices = value.get("choices")
             if isinstance(choices, list):
                 req.set_finish_reasons(*_finish_reasons(choices))
@@ -205,6 +215,8 @@ def _relay_batch(
         choices = chunk.get("choices") or ()
         usage = chunk.get("usage")
         changed = rename
+        if "timings" in chunk:  # llama.cpp's server: its own timings, on the last chunk
+            _upstream_timings(req, chunk["timings"])
         if usage is not None:
             _usage(req, usage)
             if strip_usage:

@@ -90,3 +90,24 @@ def test_with_tracing_the_span_continues_the_clients_trace_and_the_upstream_cont
     assert span.attributes["gen_ai.operation.name"] == "chat"
     forwarded = upstream.exchanges[0].headers["traceparent"]
     assert forwarded == f"00-{TRACE_ID}-{format(span.context.span_id, '016x')}-01"
+
+
+def test_llama_cpps_own_timings_reach_the_span(
+    spans: InMemorySpanExporter, upstream: FaultServer, default_collector: MetricsCollector,
+) -> None:
+    # llama.cpp's server puts its own timings on a whole answer (and a stream's last
+    # chunk): passed through onto the request's span.
+    import json
+
+    from .conftest import config_for, gateway
+
+    answer = json.loads(completion())
+    answer["timings"] = {"prompt_n": 9, "prompt_ms": 12.5, "predicted_n": 2,
+                         "predicted_ms": 40.0, "predicted_per_second": 50.0}
+    upstream.script(Reply(body=json.dumps(answer).encode()))
+    with gateway(config_for(upstream.url)) as url:
+        httpx.post(f"{url}{CHAT}", json={"model": "m", "messages": MESSAGES})
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "chat m"]
+    assert span.attributes is not None
+    assert span.attributes["tinyllm.upstream.predicted_ms"] == 40.0
+    assert span.attributes["tinyllm.upstream.prompt_n"] == 9
