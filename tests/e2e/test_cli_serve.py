@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_ready
 
 CLI = [sys.executable, "-m", "tinyllm"]
 PROMPT = [{"role": "user", "content": "What is 2+2? Answer with one number."}]
@@ -59,19 +58,11 @@ def served() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     proc = subprocess.Popen([*CLI, "--log-format", "json", "serve", "--port", str(port)],
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # the first start assembles the model file
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"tinyllm serve exited: {proc.communicate()}")
-        time.sleep(0.2)
-    else:
+    try:
+        wait_ready(url, proc, timeout=120)  # the first start assembles the model file
+    except AssertionError:
         proc.kill()
-        raise AssertionError(f"tinyllm serve never got ready: {proc.communicate()}")
+        raise
     yield url, proc
     if proc.poll() is None:
         proc.kill()
@@ -155,15 +146,7 @@ def test_workers_share_one_port_and_metrics_add_up_exactly(tmp_path: Path) -> No
                                 stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
-                time.sleep(0.2)
+            wait_ready(url, proc)
             for _ in range(30):  # a new connection each: the kernel spreads them
                 r = httpx.post(f"{url}/v1/chat/completions", json={
                     "model": "m", "messages": [{"role": "user", "content": "hi"}]})

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 from tests.support.fault_server import FaultServer, Reply
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +60,7 @@ keys:
             urls.append(f"http://127.0.0.1:{port}")
         try:
             for url, proc in zip(urls, procs, strict=True):
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert proc.poll() is None, proc.communicate()
-                    assert time.monotonic() < deadline, "tinyllm serve never got ready"
-                    time.sleep(0.2)
+                wait_ready(url, proc)
             yield urls, upstream
         finally:
             for proc in procs:

@@ -78,3 +78,22 @@ def http_1_0_get(url: str, target: str) -> tuple[bytes, bytes]:
             received += data
     head, _, body = received.partition(b"\r\n\r\n")
     return head, body
+
+
+def wait_ready(url: str, proc: Any = None, timeout: float = 60.0) -> None:
+    """Until ``url/ready`` answers 200 (a `tinyllm serve` that has loaded); fails when
+    ``proc`` (its process) exits first or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server exited: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} never got ready within {timeout:g} s")
+        time.sleep(0.2)

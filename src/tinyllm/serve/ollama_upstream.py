@@ -23,7 +23,8 @@ import orjson
 
 from tinyllm.errors import ModelError
 from tinyllm.models._http import count_field
-from tinyllm.resilience import RetryPolicy, aretry_call, get_circuit_breaker
+from tinyllm.resilience import RetryPolicy, get_circuit_breaker
+from tinyllm.serve.proxy import first_piece, open_upstream, tell_breaker
 from tinyllm.serve.requests import Call
 from tinyllm.serve.upstream import OpenAIUpstream, ndjson_batches
 
@@ -90,23 +91,11 @@ async def answer_ollama(
 ) -> None:
     """Forward ``call`` to an Ollama server and answer through ``out`` (the OpenAI
     API's or the Ollama API's exchange: both take OpenAI-shaped chunks)."""
-    from tinyllm.serve.proxy import _tell
-
     route = upstream.route
     breaker = get_circuit_breaker(route.name)
     data = orjson.dumps(ollama_body(call.body, call.kind, route.upstream_model))
-
-    async def attempt() -> Any:
-        breaker.before_call()
-        try:
-            return await upstream.open(_PATHS[call.kind], data, headers)
-        except Exception as exc:
-            _tell(breaker, exc)
-            raise
-
-    began = perf_counter()
-    response = await aretry_call(attempt, retry, model=route.name)
-    out.upstream_wait += perf_counter() - began
+    response = await open_upstream(upstream, _PATHS[call.kind], data, headers, breaker,
+                                   retry, out)
     try:
         if call.kind == "embedding":
             _raw, value = await upstream.read_json(response)
@@ -121,14 +110,13 @@ async def answer_ollama(
         else:
             await _relay(call, upstream, response, req, out)
     except BaseException as exc:
-        _tell(breaker, exc)
+        tell_breaker(breaker, exc)
         raise
     breaker.record_success()
 
 
 async def _relay(call: Call, upstream: OllamaUpstream, response: Any, req: Request,
                  out: Responder) -> None:
-    from tinyllm.serve.proxy import _first
 
     chat = call.kind == "chat"
     name = upstream.route.name
@@ -140,7 +128,7 @@ async def _relay(call: Call, upstream: OllamaUpstream, response: Any, req: Reque
     finish = "stop"
     began = perf_counter()
     try:  # keep-alive comments only where the client gets a stream
-        batch = await (_first(batches, out) if call.stream else anext(batches))
+        batch = await (first_piece(batches, out) if call.stream else anext(batches))
     except StopAsyncIteration:  # pragma: no cover - ndjson_batches raises on a cut body
         batch = []
     while True:

@@ -31,7 +31,14 @@ if TYPE_CHECKING:
     from tinyllm.serve.local import LocalUpstream
     from tinyllm.serve.upstream import OpenAIUpstream
 
-__all__ = ["Responder", "answer_local", "answer_openai"]
+__all__ = [
+    "Responder",
+    "answer_local",
+    "answer_openai",
+    "first_piece",
+    "open_upstream",
+    "tell_breaker",
+]
 
 #: Seconds between SSE keep-alive comments while the first token is awaited.
 KEEPALIVE_SECONDS = 10.0
@@ -57,7 +64,7 @@ class Responder(Protocol):
     async def end_stream(self) -> None: ...
 
 
-async def _first(pieces: AsyncIterator[Any], out: Responder) -> Any:
+async def first_piece(pieces: AsyncIterator[Any], out: Responder) -> Any:
     """The first piece, with keep-alive comments every ``KEEPALIVE_SECONDS`` meanwhile;
     raises ``StopAsyncIteration`` when there is none."""
     import asyncio
@@ -109,21 +116,9 @@ async def answer_openai(
     if call.stream:  # always asked: token metrics right even when the client did not
         payload["stream_options"] = {**(payload.get("stream_options") or {}),
                                      "include_usage": True}
-    data = orjson.dumps(payload)
-    path = _PATHS[call.kind]
     breaker = get_circuit_breaker(route.name)
-
-    async def attempt() -> Any:
-        breaker.before_call()
-        try:
-            return await upstream.open(path, data, headers)
-        except Exception as exc:
-            _tell(breaker, exc)
-            raise
-
-    began = perf_counter()
-    response = await aretry_call(attempt, retry, model=route.name)
-    out.upstream_wait += perf_counter() - began
+    response = await open_upstream(upstream, _PATHS[call.kind], orjson.dumps(payload),
+                                   headers, breaker, retry, out)
     rename = route.upstream_model != route.name
     try:
         if not call.stream:
@@ -143,12 +138,32 @@ async def answer_openai(
             return
         await _relay_stream(call, upstream, response, req, out, rename)
     except BaseException as exc:
-        _tell(breaker, exc)
+        tell_breaker(breaker, exc)
         raise
     breaker.record_success()
 
 
-def _tell(breaker: Any, exc: BaseException) -> None:
+async def open_upstream(
+    upstream: OpenAIUpstream, path: str, data: bytes, headers: dict[str, str] | None,
+    breaker: Any, retry: RetryPolicy, out: Responder,
+) -> Any:
+    """POST to the upstream through its breaker, retried before anything reached the
+    client; the wait counts as the upstream's, not the gateway's."""
+    async def attempt() -> Any:
+        breaker.before_call()
+        try:
+            return await upstream.open(path, data, headers)
+        except Exception as exc:
+            tell_breaker(breaker, exc)
+            raise
+
+    began = perf_counter()
+    response = await aretry_call(attempt, retry, model=upstream.route.name)
+    out.upstream_wait += perf_counter() - began
+    return response
+
+
+def tell_breaker(breaker: Any, exc: BaseException) -> None:
     if counts_as_failure(exc):
         breaker.record_failure(exc)
     elif classify_error(exc) == "bad_request":
@@ -166,7 +181,7 @@ async def _relay_stream(
     await out.start_stream()
     began = perf_counter()
     try:
-        batch = await _first(batches, out)
+        batch = await first_piece(batches, out)
     except StopAsyncIteration:
         await out.end_stream()
         return
@@ -270,7 +285,7 @@ async def answer_local(call: Call, upstream: LocalUpstream, req: Request,
     if call.stream:
         await out.start_stream()
         try:
-            prompt_tokens = await _first(pieces, out)
+            prompt_tokens = await first_piece(pieces, out)
         except StopAsyncIteration:  # pragma: no cover - the worker always sends a count
             prompt_tokens = 0
     else:
