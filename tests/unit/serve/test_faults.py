@@ -216,3 +216,29 @@ def test_usage_chunks_on_the_last_choice_are_stripped_when_not_asked(
 
 
 
+
+
+def test_a_failed_call_is_one_store_row_with_its_error_type(
+    client: openai.OpenAI, upstream: FaultServer, default_collector: MetricsCollector,
+    tmp_path: object,
+) -> None:
+    from tinyllm.store import close_store, configure_store
+
+    db = configure_store(f"{tmp_path}/store.db")
+    assert db is not None
+    try:
+        upstream.script(Reply(status=500, body=b"{}"), Reply(status=500, body=b"{}"),
+                        Reply(body=completion()))
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=MESSAGES)
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        db.flush()
+        summary = db.get_summary()
+        assert summary["endpoints"]["chat"] == {"requests": 2, "errors": 1,
+                                                "error_rate": 50.0}
+        failed = [e["metadata"] for e in summary["recent_events"]
+                  if e["metadata"].get("success") is False]
+        assert failed[0]["error_type"] == "server_error"
+        assert failed[0]["graph"] == "gateway" and failed[0]["request_id"]
+    finally:
+        close_store()
