@@ -47,10 +47,12 @@ def serve(
         help="Worker processes on the one port; /metrics shows the totals of all of them.",
     ),
 ) -> None:
-    """Serve the OpenAI API in front of the configured models, with /metrics, /health
-    and /ready on the same port; every request is observed like a tinyllm client's.
+    """Serve the OpenAI and Ollama APIs in front of the configured models, with
+    /metrics, /health and /ready on the same port; every request is observed like a
+    tinyllm client's.
 
-    Point any OpenAI SDK at it: base_url=http://127.0.0.1:8080/v1.
+    Point any OpenAI SDK at it (base_url=http://127.0.0.1:8080/v1) or any Ollama client
+    (host http://127.0.0.1:8080).
     """
     try:
         from tinyllm.serve.config import ConfigError, default_config, load_config
