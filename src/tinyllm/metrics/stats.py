@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tinyllm.settings import DEFAULT_NAMESPACE
 
-__all__ = ["StatsUnavailable", "fetch_exposition", "histogram_quantile", "summarize"]
+__all__ = ["Samples", "StatsUnavailable", "fetch_exposition", "histogram_quantile", "summarize"]
 
 
 class StatsUnavailable(Exception):
@@ -65,7 +65,7 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     return prev_bound
 
 
-class _Families:
+class Samples:
     """Samples of one exposition, looked up by unprefixed family and sample name."""
 
     def __init__(self, text: str, namespace: str) -> None:
@@ -99,7 +99,7 @@ class _Families:
 
 def summarize(text: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     """The headline figures of an exposition, as a JSON-ready dict."""
-    f = _Families(text, namespace)
+    f = Samples(text, namespace)
     requests = f.total("requests_total")
     errors = f.total("errors_total")
     hits, misses = f.total("cache_hits_total"), f.total("cache_misses_total")
