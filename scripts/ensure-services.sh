@@ -11,6 +11,7 @@ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || 
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the dashboard's browser test
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the gateway benchmark's load generator
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,4 +1,4 @@
-"""The built-in routes: ``/metrics`` and ``/health``, for either transport.
+"""The built-in routes: ``/metrics``, ``/health`` and the dashboard, for either transport.
 
 ``/metrics`` speaks the Prometheus text format, or OpenMetrics when the ``Accept``
 header asks for it (prometheus_client's ``choose_encoder`` decides), and honours
@@ -10,8 +10,8 @@ unhealthy.
 Example:
     >>> from prometheus_client import CollectorRegistry
     >>> routes = default_routes(CollectorRegistry())
-    >>> sorted(routes)
-    ['/health', '/metrics']
+    >>> sorted(routes)[:3]
+    ['/dashboard', '/dashboard/data', '/dashboard/uplot.css']
 """
 
 from __future__ import annotations
@@ -84,5 +84,9 @@ def health_route(query: dict[str, list[str]], headers: Mapping[str, str]) -> Res
 
 
 def default_routes(registry: CollectorRegistry | None = None) -> dict[str, Route]:
-    """``{"/metrics": ..., "/health": ...}``, what every tinyllm server serves."""
-    return {"/metrics": metrics_route(registry), "/health": health_route}
+    """What every tinyllm server serves: ``/metrics``, ``/health`` and the built-in
+    dashboard (``/dashboard``, ``/dashboard/data``; see ``tinyllm.http.dashboard``)."""
+    from tinyllm.http.dashboard import dashboard_routes
+
+    return {"/metrics": metrics_route(registry), "/health": health_route,
+            **dashboard_routes(registry)}
