@@ -205,7 +205,7 @@ def stats(
     if url is None and os.environ.get(ENV_METRICS_URL) is None and multiprocess_dir():
         from prometheus_client import generate_latest
 
-        from tinyllm.http.routes import exposition_registry
+        from tinyllm.metrics.exposition import exposition_registry
 
         source = f"multiprocess dir {multiprocess_dir()}"
         text = generate_latest(exposition_registry()).decode()

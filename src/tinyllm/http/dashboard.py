@@ -38,6 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tinyllm.http.routing import Response, Route
+from tinyllm.metrics.exposition import exposition_registry
 from tinyllm.metrics.window import Snapshot, window
 from tinyllm.settings import DEFAULT_NAMESPACE
 
@@ -233,8 +234,6 @@ _histories_lock = threading.Lock()
 def history_for(registry: CollectorRegistry | None) -> History:
     """The one history of ``registry`` (None: what ``/metrics`` exposes by default),
     started on first use."""
-    from tinyllm.http.routes import exposition_registry
-
     key = id(registry) if registry is not None else 0
     with _histories_lock:
         found = _histories.get(key)

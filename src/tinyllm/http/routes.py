@@ -18,38 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from tinyllm._version import __version__
 from tinyllm.health import UNHEALTHY, run_health_checks
+from tinyllm.http.dashboard import dashboard_routes
 from tinyllm.http.routing import Response, Route
 from tinyllm.metrics.collector import get_metrics_collector
-from tinyllm.settings import multiprocess_dir
+from tinyllm.metrics.exposition import exposition_registry
 
 __all__ = ["default_routes", "exposition_registry", "health_route", "metrics_route"]
 
 #: Seconds the health checks get when ``/health`` is asked (a probe's timeout is short).
 HEALTH_TIMEOUT = 2.0
-
-
-def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
-    """The registry to expose: ``registry``; else, in multiprocess mode, a registry that
-    aggregates every worker's files; else prometheus_client's ``REGISTRY``.
-
-    Example:
-        >>> exposition_registry() is REGISTRY  # one process, no multiprocess dir
-        True
-    """
-    if registry is not None:
-        return registry
-    if multiprocess_dir():
-        from prometheus_client import multiprocess
-
-        aggregate = CollectorRegistry()
-        multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
-        return aggregate
-    return REGISTRY
 
 
 def metrics_route(registry: CollectorRegistry | None = None) -> Route:
@@ -86,7 +68,5 @@ def health_route(query: dict[str, list[str]], headers: Mapping[str, str]) -> Res
 def default_routes(registry: CollectorRegistry | None = None) -> dict[str, Route]:
     """What every tinyllm server serves: ``/metrics``, ``/health`` and the built-in
     dashboard (``/dashboard``, ``/dashboard/data``; see ``tinyllm.http.dashboard``)."""
-    from tinyllm.http.dashboard import dashboard_routes
-
     return {"/metrics": metrics_route(registry), "/health": health_route,
             **dashboard_routes(registry)}
