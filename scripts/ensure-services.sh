@@ -13,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the dashboard's browser test
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # the gateway benchmark's load generator
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)  # the real terminal tinyllm top's tests drive
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "ensure-services: installing ${need_apt[*]} from Debian" >&2
