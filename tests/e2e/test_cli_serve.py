@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,6 +156,17 @@ def test_workers_share_one_port_and_metrics_add_up_exactly(tmp_path: Path) -> No
                     'request_type="chat"} 30.0')
             for _ in range(6):  # whichever worker answers the scrape: the same totals
                 assert line in httpx.get(f"{url}/metrics").text
+            # The dashboard, whichever worker draws it, once each worker's sampler has
+            # taken its next point (one every 2 s): the same totals.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and httpx.get(
+                    f"{url}/dashboard/data").json()["totals"]["requests"] < 30:
+                time.sleep(0.2)
+            time.sleep(2.5)  # the other worker's sampler too
+            for _ in range(6):
+                data = httpx.get(f"{url}/dashboard/data").json()
+                assert data["totals"] == {"requests": 30.0, "errors": 0.0, "error_rate": 0.0}
+                assert "<title>" in httpx.get(f"{url}/dashboard").text
         finally:
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=60)

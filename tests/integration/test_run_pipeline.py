@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from otlp_receiver import GrpcReceiver
 from tests.support.servers import free_port
 
@@ -38,6 +40,18 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
     raise AssertionError(f"no {needle!r} on stderr within {timeout}s: {''.join(seen)[-3000:]}")
 
 
+def dashboard_after_a_request(url: str, timeout: float = 10) -> dict[str, Any]:
+    """``/dashboard/data`` once its history has the run's request's tokens (the sampler
+    takes a point every 2 s; a request is counted when it starts, its tokens when it
+    ends, so they may fall in different points)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data: dict[str, Any] = httpx.get(url, timeout=5).json()
+        if any(data["series"]["tokens_out_per_s"]) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.5)
+
+
 def test_run_feeds_every_pillar(tmp_path: Path) -> None:
     port, db = free_port(), tmp_path / "run.db"
     with GrpcReceiver() as receiver:
@@ -51,6 +65,7 @@ def test_run_feeds_every_pillar(tmp_path: Path) -> None:
             stderr = wait_for_line(process, "Ctrl-C to stop", 120)
             scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             summary = httpx.get(f"http://127.0.0.1:{port}/api/metrics", timeout=5).json()
+            board = dashboard_after_a_request(f"http://127.0.0.1:{port}/dashboard/data")
             process.send_signal(signal.SIGINT)
             out, rest = process.communicate(timeout=30)
         finally:
@@ -78,6 +93,16 @@ def test_run_feeds_every_pillar(tmp_path: Path) -> None:
     assert summary["overall"]["total_requests"] == 1
     with MetricsDatabase(str(db)) as store:
         assert store.get_summary()["overall"]["total_requests"] == 1
+
+    # The dashboard, opened after the answer, shows the run's request.
+    assert any("/dashboard" in line for line in stderr)
+    assert board["totals"]["requests"] == 1.0
+    assert board["store"]["recent"][0]["model"] == "gemma3-270m"
+    assert [row["model"] for row in board["models"]] == ["gemma3-270m"]
+    assert board["models"][0]["requests"] == 1.0
+    assert max(v or 0 for v in board["series"]["tokens_out_per_s"]) > 0
+    assert sum(board["series"]["requests_per_s"]) * board["interval_seconds"] == \
+        pytest.approx(1.0, rel=0.05)  # the one request, in one of the points
 
     # Traces: graph -> node -> GenAI request, one trace, at the OTLP receiver.
     names = {s.name: s for s in spans}

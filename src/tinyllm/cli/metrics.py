@@ -77,7 +77,8 @@ def serve_metrics(
     sampler = GPUSampler()
     try:
         gpu = sampler.start()
-        err_console.print(f"serving metrics on {server.url}/metrics (Ctrl-C to stop)")
+        err_console.print(f"serving metrics on {server.url}/metrics (Ctrl-C to stop), "
+                          f"the dashboard on {server.url}/dashboard")
         if multiprocess_dir():
             err_console.print(f"aggregating worker processes from {multiprocess_dir()}")
         if routes:

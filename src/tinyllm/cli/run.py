@@ -245,7 +245,8 @@ def _start_server(port: int | None, host: str, with_store: bool) -> MetricsServe
         server = start_metrics_server(port=port, addr=host, routes=routes)
     except MetricsServerError as exc:
         fail(str(exc))
-    err_console.print(f"metrics on {server.url}/metrics")
+    err_console.print(f"metrics on {server.url}/metrics, the dashboard on "
+                      f"{server.url}/dashboard")
     if routes:
         err_console.print(f"the store's summary on {server.url}/api/metrics, exports on "
                           f"{server.url}/api/metrics/export?format=json|prometheus|influxdb")

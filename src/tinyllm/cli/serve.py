@@ -79,7 +79,8 @@ def serve(
     server = make_server(config, host=host, port=port, grace=grace, gateway=gateway)
     bound = sock.getsockname()[1]
     err_console.print(f"tinyllm serve: {', '.join(config.models)} on "
-                      f"http://{shown}:{bound}/v1 (metrics on /metrics; Ctrl-C to stop)")
+                      f"http://{shown}:{bound}/v1 (metrics on /metrics, the dashboard on "
+                      "/dashboard; Ctrl-C to stop)")
     try:
         server.run(sockets=[sock])
     finally:
@@ -113,7 +114,7 @@ def _run_workers(ctx: typer.Context, config_file: str | None, db_target: str | N
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     err_console.print(f"tinyllm serve: {workers} workers on http://{shown}:{bound}/v1 "
-                      "(metrics on /metrics; Ctrl-C to stop)")
+                      "(metrics on /metrics, the dashboard on /dashboard; Ctrl-C to stop)")
     settings = server_config("tinyllm.serve.workers:app", host=host, port=port, grace=grace,
                              factory=True)
     run_workers(spec, [sock], workers, settings)
