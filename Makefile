@@ -42,6 +42,7 @@ bench: setup services
 ## docs: regenerate docs/metrics.md and deploy/prometheus/alerts.yml from the catalog
 docs: setup
 	$(BIN)/python -m tinyllm.metrics.render
+	$(BIN)/python -m tinyllm.grafana
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

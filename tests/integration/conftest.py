@@ -11,6 +11,8 @@
   as a subprocess on a free port and returns a ``Workload`` handle (``target``, ``url``,
   ``stop()``); every one still running is stopped at the end of the session.
 - ``promtool``: the path of ``promtool``.
+- ``influxdb``: a running InfluxDB 1.x (``InfluxDB``: ``create_database``, ``write``,
+  ``query``) in a temp dir, for the session.
 
 Prometheus and promtool come from scripts/ensure-services.sh; when they are missing the
 tests fail (they never skip) and say so.
@@ -19,6 +21,7 @@ tests fail (they never skip) and say so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -368,3 +371,91 @@ def pg_url() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- InfluxDB ----------------------------------------------------------------------------
+
+
+@dataclass
+class InfluxDB:
+    """A running ``influxd`` 1.x started by the ``influxdb`` fixture."""
+
+    url: str
+    workdir: Path  # holds influxdb.conf, influxd.log and the data
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def log(self) -> str:
+        return _tail(self.workdir / "influxd.log")
+
+    def create_database(self, name: str) -> None:
+        response = httpx.post(f"{self.url}/query", params={"q": f'CREATE DATABASE "{name}"'},
+                              timeout=10)
+        assert response.status_code == 200, response.text
+
+    def write(self, database: str, lines: str) -> None:
+        """``POST /write``: line protocol, nanosecond timestamps."""
+        response = httpx.post(f"{self.url}/write", params={"db": database},
+                              content=lines.encode(), timeout=10)
+        assert response.status_code == 204, response.text
+
+    def query(self, database: str, influxql: str) -> list[dict[str, Any]]:
+        """The series of one InfluxQL statement (``name``, ``tags``, ``columns``,
+        ``values``); an AssertionError carrying InfluxDB's message if it fails."""
+        body = httpx.get(f"{self.url}/query", params={"db": database, "q": influxql,
+                                                      "epoch": "ns"}, timeout=10).json()
+        result = body["results"][0] if "results" in body else body
+        assert "error" not in result, f"{result.get('error')}\n  query: {influxql}"
+        return list(result.get("series", []))
+
+
+def _influxdb_config(workdir: Path, influxd: str, http_port: int, meta_port: int) -> Path:
+    text = subprocess.run([influxd, "config"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout
+    text = text.replace("/var/lib/influxdb", str(workdir))
+    text = re.sub(r'(?m)^bind-address = ".*"$', f'bind-address = "127.0.0.1:{meta_port}"',
+                  text)
+    text = re.sub(r'(?ms)(^\[http\].*?^\s*bind-address = )"[^"]*"',
+                  rf'\1"127.0.0.1:{http_port}"', text, count=1)
+    text = re.sub(r'(?ms)(^\[ifql\].*?^\s*enabled = )\w+', r"\1false", text, count=1)
+    text = re.sub(r'(?m)^reporting-enabled = \w+', "reporting-enabled = false", text)
+    text = re.sub(r'(?ms)(^\[monitor\].*?^\s*store-enabled = )\w+', r"\1false", text, count=1)
+    path = workdir / "influxdb.conf"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def influxdb(
+    tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
+) -> Iterator[InfluxDB]:
+    """A running InfluxDB 1.x on free loopback ports (HTTP and meta), in a temp dir, with
+    reporting, self-monitoring and IFQL off; stopped at the end of the session."""
+    influxd = shutil.which("influxd")
+    if influxd is None:
+        pytest.fail(f"influxd not found on PATH; run {ENSURE} (installs influxdb)",
+                    pytrace=False)
+    workdir = tmp_path_factory.mktemp("influxdb")
+    http_port = free_port()
+    config = _influxdb_config(workdir, influxd, http_port, free_port())
+    with (workdir / "influxd.log").open("wb") as log:
+        proc = subprocess.Popen([influxd, "-config", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    db = InfluxDB(f"http://127.0.0.1:{http_port}", workdir, proc)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"influxd exited ({proc.returncode}):\n{db.log}", pytrace=False)
+            try:
+                if httpx.get(f"{db.url}/ping", timeout=2).status_code == 204:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"influxd not ready after 30s:\n{db.log}", pytrace=False)
+            time.sleep(0.1)
+        yield db
+    finally:
+        _stop_process(proc)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,7 +8,9 @@ One Prometheus (1 s scrape and rule evaluation) scrapes two runs of
 The queries come from docs/queries.md (parsed here, so the docs cannot drift from what is
 tested): a valid seed query must give plausible values, an invalid one must be rejected,
 one that is empty by construction must be empty, and every correction must give plausible
-values.
+values. The Grafana dashboards' queries (``source=dashboard``, generated from
+``tinyllm.grafana``) must be accepted here; test_grafana_dashboards.py runs them over the
+workloads that give each of them data (a gateway, a failing observability pipeline).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import httpx
 import pytest
 import yaml
 
+from tinyllm.grafana import interpolate
 from tinyllm.metrics.catalog import ALERTS, CATALOG, Kind, full_name
 from tinyllm.metrics.render import render_alert_rules
 
@@ -40,7 +43,8 @@ EXAMPLE = REPO / "examples" / "metrics_example.py"
 QUERIES_MD = REPO / "docs" / "queries.md"
 ALERTS_YML = REPO / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
-SOURCES = {"quickref": "tinyllm", "inference": "ryot", "guide": "tinyllm"}  # -> namespace queried
+# source -> namespace queried
+SOURCES = {"quickref": "tinyllm", "inference": "ryot", "guide": "tinyllm", "dashboard": "tinyllm"}
 STATUSES = ("valid", "invalid", "empty")
 MIN_SCRAPES = 5  # of each target before any query is evaluated
 
@@ -72,12 +76,12 @@ def _attrs(text: str) -> dict[str, str]:
 
 def _check_expect(expect: str | None, where: str) -> None:
     kind, _, family = (expect or "").partition(":")
-    if kind in ("any", "rate", "positive", "ratio") and not family:
+    if kind in ("any", "rate", "positive", "nonnegative", "ratio") and not family:
         return
     if kind == "quantile" and family in CATALOG and CATALOG[family].kind is Kind.HISTOGRAM:
         return
-    raise ValueError(f"{where}: expect={expect!r} is not any, rate, positive, ratio or "
-                     "quantile:<histogram family of the catalog>")
+    raise ValueError(f"{where}: expect={expect!r} is not any, rate, positive, nonnegative, "
+                     "ratio or quantile:<histogram family of the catalog>")
 
 
 def parse_queries(text: str) -> list[Entry]:
@@ -112,6 +116,10 @@ def parse_queries(text: str) -> list[Entry]:
 
 
 ENTRIES = parse_queries(QUERIES_MD.read_text())
+SEEDS = [e for e in ENTRIES if e.source != "dashboard"]
+DASHBOARD = [e for e in ENTRIES if e.source == "dashboard"]
+#: Grafana's variables, filled in as Grafana would (All models; a rate window).
+GRAFANA_VARIABLES = {"model": ".*", "__rate_interval": "5m"}
 
 
 def test_queries_md_covers_every_seed_and_status() -> None:
@@ -165,6 +173,8 @@ def check_result(result: list[dict[str, Any]], expect: str, promql: str) -> None
         assert min(vals) >= 0 and max(vals) > 0, f"rates must be >= 0, some > 0:\n{why}"
     elif kind == "positive":
         assert min(vals) > 0, f"values must be > 0:\n{why}"
+    elif kind == "nonnegative":
+        assert min(vals) >= 0, f"values must be >= 0:\n{why}"
     elif kind == "ratio":
         assert all(0 <= v <= 1 for v in vals), f"ratios must be within 0..1:\n{why}"
     elif kind == "quantile":
@@ -203,7 +213,7 @@ def test_workload_exports_every_catalog_family(stack: Stack, namespace: str) -> 
     assert stack.prom.query(f'{{job="{namespace}", __name__=~"{other}_.+"}}') == []
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+@pytest.mark.parametrize("entry", SEEDS, ids=lambda e: e.id)
 def test_seed_query(stack: Stack, entry: Entry) -> None:
     prom = stack.prom
     if entry.status == "invalid":
@@ -216,6 +226,17 @@ def test_seed_query(stack: Stack, entry: Entry) -> None:
         check_result(prom.query(entry.query), entry.expect or "", entry.query)
     if entry.fix is not None:
         check_result(prom.query(entry.fix), entry.fix_expect or "", entry.fix)
+
+
+def test_dashboard_queries_are_accepted(stack: Stack) -> None:
+    """Each dashboard query, its variables filled in, is valid PromQL to Prometheus (whether
+    it has data is test_grafana_dashboards.py's business)."""
+    assert DASHBOARD, "docs/queries.md lost its generated Dashboards section"
+    for entry in DASHBOARD:
+        assert entry.status == "valid" and entry.fix is None, entry
+        promql = interpolate(entry.query, GRAFANA_VARIABLES)
+        assert "$" not in promql, promql
+        stack.prom.query(promql)  # raises PromQLError if Prometheus rejects it
 
 
 def test_alert_rules_load_and_evaluate(stack: Stack) -> None:
