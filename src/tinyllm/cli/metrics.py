@@ -184,11 +184,30 @@ def _render(summary: dict[str, Any], gpu_reason: str | None) -> Table:
     return table
 
 
+#: Where ``tinyllm stats`` and ``tinyllm top`` read when told nothing.
+DEFAULT_METRICS_URL = f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics"
+
+
+def metrics_url(url: str | None) -> str:
+    """``--url``, else ``$TINYLLM_METRICS_URL``, else ``DEFAULT_METRICS_URL``; exits 2
+    naming the option when the address is not http(s)."""
+    env = os.environ.get(ENV_METRICS_URL)
+    if url is not None:
+        where, value = "--url", url
+    elif env:
+        where, value = f"${ENV_METRICS_URL}", env
+    else:
+        return DEFAULT_METRICS_URL
+    if not value.startswith(("http://", "https://")):
+        fail(f"{where} must start with http:// or https://, got {value!r}", 2)
+    return value
+
+
 @app.command("stats")
 def stats(
     url: str = typer.Option(
         None, "--url", help=f"Metrics endpoint to read (default ${ENV_METRICS_URL} or "
-        f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics).",
+        f"{DEFAULT_METRICS_URL}).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     namespace: str = typer.Option(None, "--namespace", help="Metric name prefix to read."),
@@ -201,8 +220,7 @@ def stats(
         ns = metrics_namespace(namespace)
     except ValueError as exc:
         fail(str(exc), 2)
-    if url is not None and not url.startswith(("http://", "https://")):
-        fail(f"--url must start with http:// or https://, got {url!r}", 2)
+    source = metrics_url(url)
     if url is None and os.environ.get(ENV_METRICS_URL) is None and multiprocess_dir():
         from prometheus_client import generate_latest
 
@@ -211,9 +229,6 @@ def stats(
         source = f"multiprocess dir {multiprocess_dir()}"
         text = generate_latest(exposition_registry()).decode()
     else:
-        source = url or os.environ.get(ENV_METRICS_URL) or (
-            f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics"
-        )
         try:
             text = fetch_exposition(source)
         except StatsUnavailable as exc:

@@ -35,9 +35,8 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyllm.cli._app import app, fail
+from tinyllm.cli.metrics import DEFAULT_METRICS_URL, metrics_url
 from tinyllm.settings import (
-    DEFAULT_METRICS_ADDR,
-    DEFAULT_METRICS_PORT,
     ENV_METRICS_URL,
     metrics_namespace,
 )
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 DASH = "—"
 _HINT = "(start a server with `tinyllm metrics`, or pass --url)"
-_DEFAULT_URL = f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics"
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -334,25 +332,11 @@ def _interval(value: str) -> float:
     return seconds
 
 
-def _source(url: str | None) -> str:
-    """``--url``, else ``$TINYLLM_METRICS_URL``, else the default (as ``tinyllm stats``)."""
-    env = os.environ.get(ENV_METRICS_URL)
-    if url is not None:
-        where, value = "--url", url
-    elif env:
-        where, value = f"${ENV_METRICS_URL}", env
-    else:
-        return _DEFAULT_URL
-    if not value.startswith(("http://", "https://")):
-        fail(f"{where} must start with http:// or https://, got {value!r}", 2)
-    return value
-
-
 @app.command("top")
 def top(
     url: str = typer.Option(
         None, "--url", help=f"Metrics endpoint to watch (default ${ENV_METRICS_URL} or "
-        f"{_DEFAULT_URL}).",
+        f"{DEFAULT_METRICS_URL}).",
     ),
     interval: str = typer.Option(
         "1", "--interval", metavar="SECONDS", help="Seconds between refreshes (a number > 0).",
@@ -370,7 +354,7 @@ def top(
     except ValueError as exc:
         fail(str(exc), 2)
     seconds = _interval(interval)
-    source = _source(url)
+    source = metrics_url(url)
     # A scrape must not hold the view (and the q key) much longer than a refresh.
     poller = _Poller(source, ns, timeout=min(5.0, max(1.0, seconds)))
     frame = _Frame(source, seconds)
