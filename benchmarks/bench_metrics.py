@@ -600,6 +600,26 @@ def run_scrape(repeats: int, target_s: float, models: int, graphs: int) -> None:
         f"ours/raw {t['ours'] / t['raw']:.2f} (no goal; shows the collector adds "
         "nothing at scrape time)"
     )
+    from tinyllm.http.dashboard import INTERVAL, SAMPLED
+    from tinyllm.metrics.window import Snapshot
+
+    snap = measure(
+        {
+            "sampled": Side("s(r, families=f)", {"s": Snapshot.from_registry, "r": ours_reg,
+                                                 "f": SAMPLED}),
+            "direct": Side("s(r)", {"s": Snapshot.from_registry, "r": ours_reg}),
+            "text": Side("s(g(r).decode())", {"s": Snapshot.from_text, "g": generate_latest,
+                                               "r": ours_reg}),
+        },
+        max(3, repeats),
+        target_s * 2,
+    )
+    print(
+        f"   the dashboard's sample of the same registry: {snap['sampled'] * 1e3:.1f} ms, "
+        f"{snap['sampled'] / INTERVAL * 100:.2f} % of a core at one every {INTERVAL:g} s\n"
+        f"   (the families it reads only; all of them {snap['direct'] * 1e3:.1f} ms; "
+        f"formatting the text and parsing it back {snap['text'] * 1e3:.1f} ms)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,12 +3,14 @@ observations (not the whole history), resets, per model."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from tinyllm.lifecycle import RequestLifecycle
 from tinyllm.metrics import MetricsCollector
-from tinyllm.metrics.window import Snapshot, window
+from tinyllm.metrics.window import FAMILIES, Snapshot, window
 
 
 @pytest.fixture
@@ -88,3 +90,67 @@ def test_per_model_rows_with_breakers_and_tokens(
     assert figures["models"]["a"]["breaker"] is None
     assert figures["totals"]["tokens_per_s"]["output"] == 10.0
     assert figures["totals"]["ttft_seconds"]["p95"] is not None
+
+
+def _names_read(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every family name a Snapshot is asked for from now on."""
+    read: set[str] = set()
+    values, buckets = Snapshot.values, Snapshot.buckets
+
+    def track_values(self: Snapshot, name: str, by: str | None = None) -> dict[str, float]:
+        read.add(name)
+        return values(self, name, by)
+
+    def track_buckets(self: Snapshot, name: str,
+                      by: str | None = None) -> dict[str, dict[float, float]]:
+        read.add(name)
+        return buckets(self, name, by)
+
+    monkeypatch.setattr(Snapshot, "values", track_values)
+    monkeypatch.setattr(Snapshot, "buckets", track_buckets)
+    return read
+
+
+def test_window_reads_only_the_families_a_restricted_snapshot_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+    setup: tuple[CollectorRegistry, MetricsCollector, RequestLifecycle],
+) -> None:
+    registry, collector, lc = setup
+    full_before = Snapshot.from_registry(registry, t=0.0)
+    kept_before = Snapshot.from_registry(registry, t=0.0, families=FAMILIES)
+    for _ in range(5):
+        with lc.start("m", request_type="stream") as req:
+            req.usage(input_tokens=3)
+            req.token()
+            req.token()
+    with pytest.raises(TimeoutError), lc.start("m", request_type="stream"):
+        raise TimeoutError("slow")
+    collector.increment_cache_hit("memory")
+    collector.update_circuit_breaker_state("open", "m")
+    full_after = Snapshot.from_registry(registry, t=2.0)
+    kept_after = Snapshot.from_registry(registry, t=2.0, families=FAMILIES)
+
+    read = _names_read(monkeypatch)
+    assert window(kept_before, kept_after) == window(full_before, full_after)
+    assert read and read <= set(FAMILIES)
+    # ...and the restriction does drop what window() does not read.
+    assert len(kept_after.samples.samples) < len(full_after.samples.samples)
+
+
+def test_a_snapshot_from_the_registry_equals_one_from_its_text(
+    setup: tuple[CollectorRegistry, MetricsCollector, RequestLifecycle],
+) -> None:
+    from prometheus_client import generate_latest
+
+    registry, collector, lc = setup
+    with lc.start("m", request_type="chat") as req:
+        req.usage(input_tokens=3, output_tokens=2)
+    collector.update_circuit_breaker_state("half_open", "m")
+    direct = Snapshot.from_registry(registry, t=1.0).samples.samples
+    parsed = Snapshot.from_text(generate_latest(registry).decode(), t=1.0).samples.samples
+
+    def canonical(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, Any]:
+        return {k: sorted((sorted(labels.items()), v) for labels, v in rows)
+                for k, rows in samples.items()}
+
+    assert canonical(direct) == canonical(parsed)

@@ -39,10 +39,10 @@ from prometheus_client import CollectorRegistry
 
 from tinyllm.http.routing import Response, Route
 from tinyllm.metrics.exposition import exposition_registry
-from tinyllm.metrics.window import Snapshot, window
+from tinyllm.metrics.window import FAMILIES, Snapshot, window
 from tinyllm.settings import DEFAULT_NAMESPACE
 
-__all__ = ["INTERVAL", "WINDOW", "History", "dashboard_routes", "history_for",
+__all__ = ["INTERVAL", "SAMPLED", "WINDOW", "History", "dashboard_routes", "history_for",
            "reset_histories"]
 
 log = logging.getLogger("tinyllm.http")
@@ -72,6 +72,9 @@ _SERIES: dict[str, Callable[[dict[str, Any]], Any]] = {
 _DROPS = ("store_events_dropped_total", "log_records_dropped_total",
           "telemetry_export_failures_total", "event_handler_errors_total",
           "http_disconnects_total", "gateway_limit_backend_errors_total")
+_GPU = ("gpu_memory_used_bytes", "gpu_utilization_percent")
+#: Every family the dashboard reads: a sample collects these alone.
+SAMPLED = (*FAMILIES, *_DROPS, *_GPU)
 
 
 class History:
@@ -120,7 +123,7 @@ class History:
         """Take one look at the metrics (the thread does this every interval)."""
         try:
             snapshot = Snapshot.from_registry(self._source(), self.namespace,
-                                              time.time() if t is None else t)
+                                              time.time() if t is None else t, SAMPLED)
         except Exception as exc:  # a broken collector must not end the history
             self.errors += 1
             if self.errors == 1:

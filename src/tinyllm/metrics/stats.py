@@ -21,7 +21,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import RestrictedRegistry
 
 from tinyllm.settings import DEFAULT_NAMESPACE
 
@@ -68,14 +71,22 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
 class Samples:
     """Samples of one exposition, looked up by unprefixed family and sample name."""
 
-    def __init__(self, text: str, namespace: str) -> None:
+    def __init__(self, text: str, namespace: str,
+                 families: Iterable[Metric] | None = None) -> None:
         self.prefix = namespace + "_"
         self.samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(text) if families is None else families:
             for sample in family.samples:
                 if sample.name.startswith(self.prefix):
                     name = sample.name[len(self.prefix):]
                     self.samples[name].append((dict(sample.labels), float(sample.value)))
+
+    @classmethod
+    def from_registry(cls, registry: CollectorRegistry | RestrictedRegistry,
+                      namespace: str) -> Samples:
+        """The samples ``registry`` would expose, read from its collectors directly
+        (no text to format and parse back: several times cheaper)."""
+        return cls("", namespace, registry.collect())
 
     def total(self, name: str) -> float:
         return sum(v for _, v in self.samples.get(name, ()))

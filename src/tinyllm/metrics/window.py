@@ -25,18 +25,27 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import RestrictedRegistry
 
 from tinyllm.metrics.stats import Samples, histogram_quantile
 from tinyllm.settings import DEFAULT_NAMESPACE
 
-__all__ = ["BREAKERS", "Snapshot", "window"]
+__all__ = ["BREAKERS", "FAMILIES", "Snapshot", "window"]
 
 #: Circuit-breaker gauge values and what they mean.
 BREAKERS = {0.0: "closed", 1.0: "half-open", 2.0: "open"}
 _QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+#: The families ``window`` reads: a snapshot of these alone is all it needs.
+FAMILIES = ("requests_total", "errors_total", "cache_hits_total", "cache_misses_total",
+            "request_latency_seconds", "inference_ttft_seconds",
+            "inference_inter_token_latency_seconds", "tokens_input_total",
+            "tokens_output_total", "active_requests", "queue_size", "circuit_breaker_state")
 
 
 class Snapshot:
@@ -55,8 +64,16 @@ class Snapshot:
 
     @classmethod
     def from_registry(cls, registry: CollectorRegistry, namespace: str = DEFAULT_NAMESPACE,
-                      t: float | None = None) -> Snapshot:
-        return cls.from_text(generate_latest(registry).decode(), namespace, t)
+                      t: float | None = None,
+                      families: Iterable[str] | None = None) -> Snapshot:
+        """What ``registry`` holds now; only ``families`` (unprefixed names, e.g.
+        ``FAMILIES``) when given, which spares collecting the rest."""
+        source: CollectorRegistry | RestrictedRegistry = registry
+        if families is not None:
+            source = registry.restricted_registry(
+                f"{namespace}_{family}{suffix}" for family in families
+                for suffix in ("", "_bucket", "_count", "_sum"))
+        return cls(Samples.from_registry(source, namespace), time.time() if t is None else t)
 
     # -- reading -----------------------------------------------------------------------
     def values(self, name: str, by: str | None = None) -> dict[str, float]:
