@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -90,6 +91,15 @@ def test_four_workers_aggregate_exactly(tmp_path: Path) -> None:
         assert get(live, "tinyllm_active_requests", **mg) == WORKERS  # livesum
         assert get(live, "tinyllm_circuit_breaker_state", model="gemma") == 2  # max
         assert get(live, "tinyllm_tokens_per_request_bucket", model="gemma", le="10.0") == n
+        # The dashboard samples the same aggregate (its restricted read must find the
+        # workers' files, which describe no names up front).
+        base = url.removesuffix("/metrics")
+        deadline = time.monotonic() + 10
+        while (totals := httpx.get(f"{base}/dashboard/data").json()["totals"])[
+                "requests"] < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # a request is counted when it starts: the one each worker holds open too
+        assert totals == {"requests": n + WORKERS, "errors": 0.0, "error_rate": 0.0}
 
         for w in workers:
             assert w.stdin is not None

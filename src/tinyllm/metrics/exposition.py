@@ -8,11 +8,48 @@ Example:
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Metric
+from prometheus_client.registry import RestrictedRegistry
 
 from tinyllm.settings import multiprocess_dir
 
-__all__ = ["exposition_registry"]
+__all__ = ["WholeReadRegistry", "exposition_registry"]
+
+
+class WholeReadRegistry(CollectorRegistry):
+    """A registry whose collectors cannot describe themselves, restricted by filtering.
+
+    prometheus_client restricts a read to the collectors that named their metrics when
+    registered; the multiprocess collector learns its names from the workers' files at
+    each read, so a plain restricted read of the aggregate finds nothing. Here a
+    restricted read collects everything and keeps the samples asked for.
+
+    Example:
+        >>> from prometheus_client.core import GaugeMetricFamily
+        >>> class Two:
+        ...     def collect(self):
+        ...         yield GaugeMetricFamily("a", "A", value=1)
+        ...         yield GaugeMetricFamily("b", "B", value=2)
+        >>> registry = WholeReadRegistry(auto_describe=False)
+        >>> registry.register(Two())
+        >>> [m.name for m in registry.restricted_registry(["b"]).collect()]
+        ['b']
+    """
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        return _Filtered(names, self)
+
+
+class _Filtered(RestrictedRegistry):
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            samples = [s for s in metric.samples if s.name in self._name_set]
+            if samples:
+                kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                kept.samples = samples
+                yield kept
 
 
 def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
@@ -28,7 +65,7 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorR
     if multiprocess_dir():
         from prometheus_client import multiprocess
 
-        aggregate = CollectorRegistry()
+        aggregate = WholeReadRegistry()
         multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
         return aggregate
     return REGISTRY
