@@ -37,6 +37,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tinyllm._observed import open_request
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
 
@@ -157,6 +158,7 @@ class Request:
         "_last",
         "_lifecycle",
         "_observe_itl",
+        "_opened",
         "duration",
         "end_time",
         "error",
@@ -170,6 +172,7 @@ class Request:
         "provider",
         "request_id",
         "request_type",
+        "response_model",
         "span",
         "start_time",
         "status",
@@ -190,6 +193,9 @@ class Request:
         # the span and the store row carry it.
         self.request_id = request_id
         self.finish_reasons: tuple[str, ...] = ()
+        # The model that answered, when the backend names one other than the asked.
+        self.response_model: str | None = None
+        self._opened: Any = None
         self.input_tokens = 0
         self.output_tokens = 0
         self.usage_output_tokens: int | None = None
@@ -386,6 +392,8 @@ class Request:
         # child spans inside are correlated. start()/end() alone (generators) never
         # change the current context: a span attached there would leak into the
         # consumer's code between yields.
+        # Marked open for the block, so SDK instrumentation inside does not count it again.
+        self._opened = open_request.set(self)
         if self.span is not None:  # None unless tracing is on: one slot read when off
             activate = self._lifecycle._activate_span
             if activate is not None:
@@ -401,6 +409,12 @@ class Request:
         try:
             self.end(exc)
         finally:
+            opened, self._opened = self._opened, None
+            if opened is not None:
+                try:
+                    open_request.reset(opened)
+                except ValueError:  # exited in another context than entered (a generator)
+                    open_request.set(None)
             # After end(): observers' on_end (a log line, an event) still see the span.
             deactivate = self._deactivate
             if deactivate is not None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tinyllm._observed import observe_endpoint
 from tinyllm.http.routing import Route
 from tinyllm.serve.app import Gateway
 from tinyllm.serve.config import GatewayConfig
@@ -53,6 +54,9 @@ def server_config(app: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
         import uvicorn
     except ImportError as exc:  # pragma: no cover - a dependency of the serve extra
         raise ImportError(f"tinyllm serve needs uvicorn: {_INSTALL_HINT}") from exc
+    # The gateway observes what it serves: SDK instrumentation in this process skips
+    # calls to it, so each is counted once.
+    observe_endpoint(host, port)
     return uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, factory=factory,
         loop=_best("uvloop", "asyncio"), http=_protocol(),

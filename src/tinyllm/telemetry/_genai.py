@@ -28,6 +28,7 @@ OPERATIONS: dict[str, str] = {
     "embed": "embeddings",
     "embedding": "embeddings",
     "embeddings": "embeddings",
+    "response": "chat",  # OpenAI's Responses API
 }
 
 
@@ -169,6 +170,8 @@ class _GenAIObserver:
                     attrs["gen_ai.usage.input_tokens"] = request.input_tokens
                 if request.finish_reasons:
                     attrs["gen_ai.response.finish_reasons"] = request.finish_reasons
+                if request.response_model:
+                    attrs["gen_ai.response.model"] = request.response_model
                 if request.ttft is not None:
                     attrs["gen_ai.response.time_to_first_chunk"] = request.ttft
                 if request.error is not None:
