@@ -9,6 +9,7 @@ from tinyllm import _composition  # noqa: F401  (wires the default sinks into th
 from tinyllm._version import __version__
 from tinyllm.errors import MetricsServerError, ModelError, TinyLLMError, classify_error
 from tinyllm.http import MetricsServer, start_metrics_server
+from tinyllm.instrumentation import instrument, uninstrument
 from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.metrics import (
     InferenceContext,
@@ -32,8 +33,10 @@ __all__ = [
     "classify_error",
     "get_lifecycle",
     "get_metrics_collector",
+    "instrument",
     "start_metrics_server",
     "track_inference_request",
     "track_token_generation",
+    "uninstrument",
     "update_gpu_metrics",
 ]

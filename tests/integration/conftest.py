@@ -459,3 +459,67 @@ def influxdb(
     finally:
         _stop_process(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``)
+    serving the embedded model's GGUF as ``gemma3-270m``; yields its ``/v1`` URL."""
+    from tinyllm.models import default_model_path
+
+    port = get_free_port()
+    # The server logs a lot while loading: to a file, since an unread pipe fills and
+    # blocks it.
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    sink = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model",
+         str(default_model_path(progress=False)), "--model_alias", "gemma3-270m",
+         "--chat_format", "gemma",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
+        stdout=sink, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start within 90 s: "
+                                   f"{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        sink.close()
+
+
+@pytest.fixture(scope="session")
+def tinyllm_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``tinyllm serve`` (the embedded model as ``gemma3-270m``) in a process of its own;
+    yields its base URL (``/v1`` for OpenAI clients, the URL itself for Ollama ones)."""
+    from tests.support.servers import wait_ready
+
+    port = get_free_port()
+    log = tmp_path_factory.mktemp("gateway") / "serve.log"
+    sink = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinyllm", "serve", "--port", str(port)],
+        stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, timeout=120)
+        yield url
+    finally:
+        _stop_process(process)  # type: ignore[arg-type]
+        sink.close()

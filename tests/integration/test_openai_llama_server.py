@@ -1,62 +1,23 @@
 """The OpenAI client against a real OpenAI-compatible server: llama-cpp-python's own
-(``python -m llama_cpp.server``) serving the embedded model's GGUF on a free port."""
+(``python -m llama_cpp.server``) serving the embedded model's GGUF on a free port (the
+``llama_server`` fixture)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from tests.support.servers import free_port
 
 from tinyllm.errors import ModelError
 from tinyllm.metrics import MetricsCollector
-from tinyllm.models import OpenAIClient, default_model_path
+from tinyllm.models import OpenAIClient
 from tinyllm.resilience import RetryPolicy
 
 PROMPT = "Question: What is 2+2?\nAnswer:"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    # The server logs a lot while loading: to a file, since an unread pipe fills and
-    # blocks it.
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    sink = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path(
-            progress=False)), "--model_alias", "gemma3-270m", "--chat_format", "gemma",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
-        stdout=sink, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not start within 90 s: "
-                                   f"{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        sink.close()
+def server(llama_server: str) -> str:
+    return llama_server
 
 
 @pytest.fixture

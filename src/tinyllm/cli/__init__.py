@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from tinyllm.cli import cache as _cache  # noqa: F401
 from tinyllm.cli import debug as _debug  # noqa: F401  (registers its commands)
 from tinyllm.cli import health as _health  # noqa: F401
+from tinyllm.cli import instrument as _instrument  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401
 from tinyllm.cli import run as _run  # noqa: F401
 from tinyllm.cli import serve as _serve  # noqa: F401
