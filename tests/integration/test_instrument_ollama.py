@@ -8,6 +8,7 @@ import asyncio
 import gc
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ollama
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tests.support.fault_server import Reply
 from tests.support.ollama_replay import OllamaReplayServer, read_recording
+from tests.support.sinks import every_sink
 
 import tinyllm
 from tinyllm.metrics import MetricsCollector
@@ -161,3 +163,24 @@ def test_uninstrument_puts_everything_back(default_collector: MetricsCollector) 
     assert ollama.chat is not originals[2]
     tinyllm.uninstrument()
     assert (ollama.Client.chat, ollama.AsyncClient.generate, ollama.chat) == originals
+
+
+def test_one_call_reaches_every_sink_like_a_tinyllm_client(
+        default_collector: MetricsCollector, server: OllamaReplayServer, tmp_path: Path) -> None:
+    tinyllm.instrument(openai=False)
+    try:
+        with every_sink(default_collector, tmp_path) as sinks:
+            parts = list(ollama.Client(host=server.url).chat(model="llama3", messages=MESSAGES,
+                                                             stream=True))
+    finally:
+        tinyllm.uninstrument()
+    spans = sinks.spans("ollama")
+    assert len(spans) == 1
+    attrs = spans[0].attributes
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["tinyllm.stream"] is True
+    assert attrs["gen_ai.usage.output_tokens"] == parts[-1].eval_count
+    assert attrs["gen_ai.usage.input_tokens"] == parts[-1].prompt_eval_count
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == (parts[-1].done_reason,)
+    assert len(sinks.lines) == 1 and sinks.lines[0]["provider"] == "ollama"
+    assert "What is 2+2?" not in str(sinks.logs)
+    assert sinks.summary["overall"]["total_requests"] == 1

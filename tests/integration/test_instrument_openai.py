@@ -11,21 +11,18 @@ import asyncio
 import gc
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
+from tests.support.sinks import every_sink
 
 import tinyllm
 from tinyllm._observed import forget_endpoint, observe_endpoint
 from tinyllm.lifecycle import get_lifecycle
-from tinyllm.logging import capture_logs
 from tinyllm.metrics import MetricsCollector
-from tinyllm.store import MetricsDatabase
-from tinyllm.store.observer import StoreObserver
 
 pytestmark = pytest.mark.integration
 
@@ -236,30 +233,15 @@ def test_async_calls_and_a_cancelled_task(
 
 def test_one_call_reaches_every_sink_like_a_tinyllm_client(
         llama_server: str, default_collector: MetricsCollector, model: str,
-        tmp_path: Any) -> None:
-    from tinyllm.telemetry import TelemetryConfig, configure_telemetry, shutdown_telemetry
-
-    lifecycle = get_lifecycle()
-    exporter = InMemorySpanExporter()
-    configure_telemetry(TelemetryConfig(enable_tracing=True, exporter="none"),
-                        span_processors=[SimpleSpanProcessor(exporter)], lifecycle=lifecycle)
-    db = MetricsDatabase(str(tmp_path / "m.db"), collector=default_collector)
-    store = StoreObserver(db)
-    lifecycle.add_observer(store)
+        tmp_path: Path) -> None:
     tinyllm.instrument()
     try:
-        with capture_logs() as logs:
+        with every_sink(default_collector, tmp_path) as sinks:
             answer = client(llama_server).chat.completions.create(
                 model=model, messages=MESSAGES, max_tokens=4)
-        db.flush()
-        rows = db.get_summary()
     finally:
         tinyllm.uninstrument()
-        lifecycle.remove_observer(store)
-        db.close()
-        shutdown_telemetry()
-    spans = [s for s in exporter.get_finished_spans()
-             if s.attributes and s.attributes.get("gen_ai.provider.name") == "openai"]
+    spans = sinks.spans("openai")
     assert len(spans) == 1
     attrs = spans[0].attributes
     assert attrs["gen_ai.request.model"] == model
@@ -268,11 +250,10 @@ def test_one_call_reaches_every_sink_like_a_tinyllm_client(
     assert attrs["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
     assert attrs["gen_ai.response.model"] == answer.model
     assert tuple(attrs["gen_ai.response.finish_reasons"]) == (answer.choices[0].finish_reason,)
-    lines = [entry for entry in logs if entry["event"] == "llm_request"]
-    assert len(lines) == 1 and lines[0]["model"] == model
-    assert lines[0]["trace_id"] == format(spans[0].context.trace_id, "032x")
-    assert "What is 2+2?" not in str(logs) and "sk-test" not in str(logs)
-    assert rows["overall"]["total_requests"] == 1
+    assert len(sinks.lines) == 1 and sinks.lines[0]["model"] == model
+    assert sinks.lines[0]["trace_id"] == format(spans[0].context.trace_id, "032x")
+    assert "What is 2+2?" not in str(sinks.logs) and "sk-test" not in str(sinks.logs)
+    assert sinks.summary["overall"]["total_requests"] == 1
 
 
 def test_a_call_inside_an_open_request_or_to_a_gateway_here_is_not_counted_again(

@@ -211,3 +211,34 @@ def test_sdk_request_timeouts_still_apply(metrics: CollectorRegistry,
     with pytest.raises(openai.APITimeoutError):
         list(stream)
     assert value(metrics, "tinyllm_inference_requests_total", model="m", status="timeout") == 1
+
+
+def test_async_raw_and_streaming_responses(
+        metrics: CollectorRegistry, server: FaultServer) -> None:
+    answer = json.dumps({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+    server.fallback = Reply(body=answer)
+
+    async def main() -> None:
+        api = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        raw = await api.chat.completions.with_raw_response.create(model="m",
+                                                                   messages=MESSAGES)
+        assert raw.parse().choices[0].message.content == "4"
+        async with api.chat.completions.with_streaming_response.create(
+                model="m", messages=MESSAGES) as response:
+            assert (await response.parse()).usage.completion_tokens == 1
+        async with api.chat.completions.with_streaming_response.create(
+                model="m", messages=MESSAGES) as response:
+            assert b'"content": "4"' in await response.read()  # read raw: ends at close
+        await api.close()
+
+    import asyncio
+
+    asyncio.run(main())
+    mg = {"model": "m", "graph": "default"}
+    assert value(metrics, "tinyllm_inference_requests_total", model="m", status="success") == 3
+    assert value(metrics, "tinyllm_tokens_output_total", **mg) == 2  # the two parsed
+    assert value(metrics, "tinyllm_active_requests", **mg) == 0

@@ -23,13 +23,14 @@ import contextlib
 import logging
 import weakref
 from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import perf_counter
 from typing import Any
 
 from tinyllm._observed import open_request
 from tinyllm.lifecycle import Request, RequestLifecycle
 
-__all__ = ["FAULTS", "Call", "fault"]
+__all__ = ["FAULTS", "Call", "OnItem", "fault", "observe_items", "observe_items_async"]
 
 log = logging.getLogger("tinyllm.instrumentation")
 
@@ -114,3 +115,57 @@ def _cancel(request: Request) -> None:
         request.cancel()
     except Exception as exc:
         fault("ending the request", exc)
+
+
+#: Reads one chunk of a stream into the call; False hides the chunk from the caller.
+OnItem = Callable[[Call, Any], bool]
+
+
+def observe_items(call: Call, items: Iterator[Any], on_item: OnItem,
+                  sent_on_first: bool = False) -> Iterator[Any]:
+    """``items``, each read into ``call``; the request ends once: at the end
+    (``success``), on the SDK's error, or as ``cancelled`` when the caller stops (the
+    generator closed: a ``break``, ``close()``, an exception in the caller's loop).
+    ``sent_on_first``: the SDK sends the request on the first iteration (the clock
+    starts there)."""
+    if sent_on_first:
+        call.restart_clock()
+    try:
+        for item in items:
+            try:
+                keep = on_item(call, item)
+            except Exception as exc:  # shaped unlike any we know: show it, count ours
+                fault("reading a chunk", exc)
+                keep = True
+            if keep:
+                yield item
+    except GeneratorExit:
+        call.cancel()
+        raise
+    except BaseException as exc:  # the SDK's own error, raised unchanged
+        call.fail(exc)
+        raise
+    call.finish()
+
+
+async def observe_items_async(call: Call, items: AsyncIterator[Any], on_item: OnItem,
+                              sent_on_first: bool = False) -> AsyncIterator[Any]:
+    """``observe_items`` for an async stream (a cancelled task ends it as cancelled)."""
+    if sent_on_first:
+        call.restart_clock()
+    try:
+        async for item in items:
+            try:
+                keep = on_item(call, item)
+            except Exception as exc:
+                fault("reading a chunk", exc)
+                keep = True
+            if keep:
+                yield item
+    except GeneratorExit:
+        call.cancel()
+        raise
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    call.finish()

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from tinyllm._observed import observed_endpoint, observing_endpoints
-from tinyllm.instrumentation._call import Call, fault
+from tinyllm.instrumentation._call import Call, fault, observe_items, observe_items_async
 from tinyllm.instrumentation._patch import Patches
 from tinyllm.lifecycle import get_lifecycle
 
@@ -37,7 +37,7 @@ _METHODS = {"chat": "chat", "generate": "completion", "embed": "embedding",
             "embeddings": "embedding"}
 
 
-def _chat_part(call: Call, part: Any) -> None:
+def _chat_part(call: Call, part: Any) -> bool:
     """Observe one streamed chat part (fields read directly: a missing attribute on the
     SDK's models takes pydantic's slow path, several times the cost of the rest)."""
     message = part.message
@@ -45,14 +45,16 @@ def _chat_part(call: Call, part: Any) -> None:
         call.request.token()
     if part.done:
         _done(call, part)
+    return True
 
 
-def _generate_part(call: Call, part: Any) -> None:
+def _generate_part(call: Call, part: Any) -> bool:
     """Observe one streamed generate part."""
     if part.response or part.thinking:
         call.request.token()
     if part.done:
         _done(call, part)
+    return True
 
 
 def _done(call: Call, part: Any) -> None:
@@ -65,6 +67,9 @@ def _done(call: Call, part: Any) -> None:
     reason = part.done_reason
     if isinstance(reason, str) and reason:
         call.reasons.append(reason)
+
+
+_PARTS = {"chat": _chat_part, "completion": _generate_part}
 
 
 def _whole(call: Call, part: Any) -> None:
@@ -81,46 +86,6 @@ def _whole(call: Call, part: Any) -> None:
             call.reasons.append(reason)
     except Exception as exc:
         fault("reading the response", exc)
-    call.finish()
-
-
-OnPart = Callable[[Call, Any], None]
-
-
-def _stream(call: Call, parts: Iterator[Any], on_part: OnPart) -> Iterator[Any]:
-    call.restart_clock()  # the SDK sends the request on this first iteration
-    try:
-        for part in parts:
-            try:
-                on_part(call, part)
-            except Exception as exc:  # shaped unlike any we know: pass it on, count ours
-                fault("reading a chunk", exc)
-            yield part
-    except GeneratorExit:  # break, close(), an exception in the caller's loop
-        call.cancel()
-        raise
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-    call.finish()
-
-
-async def _astream(call: Call, parts: AsyncIterator[Any], on_part: OnPart
-                   ) -> AsyncIterator[Any]:
-    call.restart_clock()
-    try:
-        async for part in parts:
-            try:
-                on_part(call, part)
-            except Exception as exc:
-                fault("reading a chunk", exc)
-            yield part
-    except GeneratorExit:
-        call.cancel()
-        raise
-    except BaseException as exc:  # CancelledError ends it as cancelled
-        call.fail(exc)
-        raise
     call.finish()
 
 
@@ -152,7 +117,8 @@ def _wrap(original: Callable[..., Any], kind: str) -> Any:
             call.fail(exc)
             raise
         if kwargs.get("stream") is True and isinstance(result, Iterator):
-            observed = _stream(call, result, _chat_part if kind == "chat" else _generate_part)
+            observed = observe_items(call, result, _PARTS.get(kind, _generate_part),
+                                     sent_on_first=True)
             call.cancel_when_released(observed)
             return observed
         _whole(call, result)
@@ -174,8 +140,8 @@ def _wrap_async(original: Callable[..., Any], kind: str) -> Any:
             call.fail(exc)
             raise
         if kwargs.get("stream") is True and isinstance(result, AsyncIterator):
-            observed = _astream(call, result,
-                                _chat_part if kind == "chat" else _generate_part)
+            observed = observe_items_async(call, result, _PARTS.get(kind, _generate_part),
+                                           sent_on_first=True)
             call.cancel_when_released(observed)
             return observed
         _whole(call, result)

@@ -16,12 +16,17 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from tinyllm._observed import observed_endpoint, observing_endpoints
-from tinyllm.instrumentation._call import Call, fault
+from tinyllm.instrumentation._call import (
+    Call,
+    OnItem,
+    fault,
+    observe_items,
+    observe_items_async,
+)
 from tinyllm.instrumentation._patch import Patches
 from tinyllm.lifecycle import get_lifecycle
 
@@ -34,7 +39,7 @@ SUPPORTED = ((1, 40), (4,))
 TESTED = "3.57.0"
 
 _RAW_HEADER = "X-Stainless-Raw-Response"
-OnChunk = Callable[[Call, Any], bool]
+OnChunk = OnItem
 
 
 # -- what the SDK's objects say ---------------------------------------------------------
@@ -176,23 +181,7 @@ def _stream_classes(stream_type: type, async_stream_type: type) -> tuple[type, t
                 raise
 
         def __iter__(self) -> Any:
-            call, on_chunk = self._tinyllm_call, self._tinyllm_chunk
-            try:
-                for chunk in self._iterator:
-                    try:
-                        keep = on_chunk(call, chunk)
-                    except Exception as exc:  # shaped unlike any we know: show it
-                        fault("reading a chunk", exc)
-                        keep = True
-                    if keep:
-                        yield chunk
-            except GeneratorExit:  # the caller broke out, or the loop body raised
-                call.cancel()
-                raise
-            except BaseException as exc:  # the SDK's own error, raised unchanged
-                call.fail(exc)
-                raise
-            call.finish()
+            return observe_items(self._tinyllm_call, self._iterator, self._tinyllm_chunk)
 
         def close(self) -> None:
             self._tinyllm_call.cancel()
@@ -216,24 +205,9 @@ def _stream_classes(stream_type: type, async_stream_type: type) -> tuple[type, t
                 call.fail(exc)
                 raise
 
-        async def __aiter__(self) -> Any:
-            call, on_chunk = self._tinyllm_call, self._tinyllm_chunk
-            try:
-                async for chunk in self._iterator:
-                    try:
-                        keep = on_chunk(call, chunk)
-                    except Exception as exc:
-                        fault("reading a chunk", exc)
-                        keep = True
-                    if keep:
-                        yield chunk
-            except GeneratorExit:
-                call.cancel()
-                raise
-            except BaseException as exc:  # CancelledError ends it as cancelled
-                call.fail(exc)
-                raise
-            call.finish()
+        def __aiter__(self) -> Any:
+            return observe_items_async(self._tinyllm_call, self._iterator,
+                                       self._tinyllm_chunk)
 
         async def close(self) -> None:
             self._tinyllm_call.cancel()
