@@ -242,3 +242,23 @@ def test_async_raw_and_streaming_responses(
     assert value(metrics, "tinyllm_inference_requests_total", model="m", status="success") == 3
     assert value(metrics, "tinyllm_tokens_output_total", **mg) == 2  # the two parsed
     assert value(metrics, "tinyllm_active_requests", **mg) == 0
+
+
+def test_structured_parse_and_the_stream_helper_are_each_one_request(
+        metrics: CollectorRegistry, server: FaultServer) -> None:
+    answer = json.dumps({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"n": 4}'},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}).encode()
+    server.script(Reply(body=answer),
+                  Reply(body=sse(chunk("a"), chunk("b", "stop"), USAGE, DONE),
+                        content_type="text/event-stream"))
+    api = client(f"{server.url}/v1").chat.completions
+    assert api.parse(model="m", messages=MESSAGES).choices[0].message.content == '{"n": 4}'
+    with api.stream(model="m", messages=MESSAGES) as stream:
+        assert stream.get_final_completion().choices[0].message.content == "ab"
+    mg = {"model": "m", "graph": "default"}
+    assert value(metrics, "tinyllm_requests_total", request_type="chat", **mg) == 1
+    assert value(metrics, "tinyllm_requests_total", request_type="chat_stream", **mg) == 1
+    assert value(metrics, "tinyllm_tokens_output_total", **mg) == 5 + 3

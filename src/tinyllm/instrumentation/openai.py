@@ -1,8 +1,9 @@
 """Instrumentation of the ``openai`` SDK: its resource methods, not its HTTP layer.
 
-Wrapped, sync and async: ``chat.completions.create``, ``completions.create``,
-``embeddings.create`` and ``responses.create`` (streamed or not, and through
-``with_raw_response`` / ``with_streaming_response``, which call the same methods).
+Wrapped, sync and async: ``chat.completions.create``/``parse``, ``completions.create``,
+``embeddings.create`` and ``responses.create``/``parse`` (streamed or not, and through
+``with_raw_response`` / ``with_streaming_response`` and the ``stream()`` helpers, which
+call the same methods).
 A streamed result stays the SDK's own ``Stream``/``AsyncStream`` (its class is swapped
 for a subclass that observes each chunk), so ``isinstance`` checks, ``close()``,
 ``with`` blocks and ``.response`` behave as before.
@@ -418,7 +419,10 @@ def patch(sdk: ModuleType, patches: Patches, *, stream_usage: bool = True) -> No
         targets.append((responses.Responses, responses.AsyncResponses, "response",
                         _response_event))
     for sync_cls, async_cls, kind, on_chunk in targets:
-        patches.replace(sync_cls, "create", functools.partial(
-            _wrap, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
-        patches.replace(async_cls, "create", functools.partial(
-            _wrap_async, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
+        # ``parse`` (structured outputs) posts on its own; the ``stream`` helpers call
+        # ``create``, so they are observed through it.
+        for method in ("create", "parse"):
+            patches.replace(sync_cls, method, functools.partial(
+                _wrap, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
+            patches.replace(async_cls, method, functools.partial(
+                _wrap_async, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
