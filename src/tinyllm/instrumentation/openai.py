@@ -155,13 +155,12 @@ def _safe(on_chunk: OnChunk, call: Call, chunk: Any) -> bool:
         return True
 
 
-# ``for chunk in stream`` (the common way) runs ``__iter__`` once and its loop inline;
-# ``next(stream)`` goes through ``__next__``. Both observe each chunk once.
-
-
 # -- streams ----------------------------------------------------------------------------
 def _stream_classes(stream_type: type, async_stream_type: type) -> tuple[type, type]:
-    """Subclasses of the SDK's stream classes that observe each chunk."""
+    """Subclasses of the SDK's stream classes that observe each chunk. ``for chunk in
+    stream`` (the common way) runs one generator loop (``observe_items``); ``next(stream)``
+    goes through ``__next__``; both read from the SDK's own iterator, so mixing them
+    observes each chunk once."""
 
     class ObservedStream(stream_type):  # type: ignore[misc]
         _tinyllm_call: Call
