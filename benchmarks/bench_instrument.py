@@ -139,7 +139,7 @@ def added_work() -> list[tuple[str, float, float, int]]:
         return whole
 
     create = ours_openai._wrap(sdk_create, kind="chat", on_chunk=ours_openai._chat_chunk,
-                               types=types, settings=ours_openai._Settings)
+                               types=types, stream_usage=True)
 
     class Response:
         def close(self) -> None:

@@ -157,6 +157,20 @@ def test_embed_counts_its_input_tokens(
                  graph="default") == 8
 
 
+def test_the_older_embeddings_call_is_observed_without_a_fault(
+        metrics: CollectorRegistry, server: OllamaReplayServer) -> None:
+    from tinyllm.instrumentation import FAULTS
+
+    # Its answer carries nothing but the vector (Ollama's API reference).
+    server.script(Reply(body=json.dumps({"embedding": [0.5, -0.25]}).encode()))
+    before = sum(FAULTS.values())
+    answer = ollama.Client(host=server.url).embeddings(model="all-minilm", prompt="sky")
+    assert list(answer.embedding) == [0.5, -0.25]
+    assert sum(FAULTS.values()) == before
+    assert value(metrics, "tinyllm_inference_requests_total", model="all-minilm",
+                 status="success") == 1
+
+
 def test_uninstrument_puts_everything_back(default_collector: MetricsCollector) -> None:
     originals = (ollama.Client.chat, ollama.AsyncClient.generate, ollama.chat)
     assert tinyllm.instrument(openai=False) == {"ollama": "instrumented"}

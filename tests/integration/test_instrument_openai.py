@@ -282,7 +282,7 @@ def test_uninstrument_puts_the_sdks_methods_back(default_collector: MetricsColle
     assert tinyllm.instrument()["openai"] == "instrumented"
     assert tinyllm.instrument()["openai"] == "instrumented"  # idempotent
     assert Completions.create is not originals[0]
-    assert Completions.create.__tinyllm_original__ is originals[0]  # type: ignore[attr-defined]
+    assert Completions.create.__wrapped__ is originals[0]  # type: ignore[attr-defined]
     tinyllm.uninstrument()
     tinyllm.uninstrument()
     assert (Completions.create, AsyncCompletions.create) == originals

@@ -262,3 +262,66 @@ def test_structured_parse_and_the_stream_helper_are_each_one_request(
     assert value(metrics, "tinyllm_requests_total", request_type="chat", **mg) == 1
     assert value(metrics, "tinyllm_requests_total", request_type="chat_stream", **mg) == 1
     assert value(metrics, "tinyllm_tokens_output_total", **mg) == 5 + 3
+
+
+def test_stream_usage_off_sends_the_call_as_written(
+        default_collector: MetricsCollector, server: FaultServer) -> None:
+    server.script(Reply(body=sse(chunk("a"), chunk("b"), DONE), content_type="text/event-stream"))
+    tinyllm.instrument(ollama=False, stream_usage=False)
+    try:
+        list(client(f"{server.url}/v1").chat.completions.create(
+            model="m", messages=MESSAGES, stream=True))
+    finally:
+        tinyllm.uninstrument()
+    assert "stream_options" not in json.loads(server.exchanges[0].body)
+    assert value(default_collector.registry, "tinyllm_tokens_output_total", model="m",
+                 graph="default") == 2  # one per chunk, as nothing reported usage
+
+
+def test_the_states_instrument_reports(default_collector: MetricsCollector) -> None:
+    from tinyllm.instrumentation import instrumented
+
+    tinyllm.uninstrument()
+    assert instrumented()["openai"] == "off"
+    tinyllm.instrument(ollama=False)
+    try:
+        assert instrumented()["openai"] == "instrumented"
+    finally:
+        tinyllm.uninstrument()
+    assert instrumented()["openai"] == "off"
+
+
+def test_a_release_whose_insides_moved_is_left_alone(
+        default_collector: MetricsCollector, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from openai.resources.chat.completions import Completions
+
+    from tinyllm.instrumentation import openai as integration
+
+    original = Completions.create
+    real_patch = integration.patch
+
+    def half_then_raise(sdk: Any, patches: Any, **kwargs: Any) -> None:
+        real_patch(sdk, patches, **kwargs)  # every method replaced...
+        raise AttributeError("a class this release no longer has")  # ...then a surprise
+
+    monkeypatch.setattr(integration, "patch", half_then_raise)
+    with caplog.at_level(logging.WARNING, logger="tinyllm.instrumentation"):
+        assert tinyllm.instrument(ollama=False) == {"openai": "failed"}
+    assert Completions.create is original  # what was replaced is put back
+    assert any("instrumenting openai" in r.message for r in caplog.records)
+
+
+def test_the_environment_switch_names_what_to_instrument(
+        default_collector: MetricsCollector, caplog: pytest.LogCaptureFixture) -> None:
+    from tinyllm.instrumentation import instrument_from_env
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="tinyllm.instrumentation"):
+            assert instrument_from_env({"TINYLLM_INSTRUMENT": "openai,anthropic"}) == {
+                "openai": "instrumented"}
+        assert any("anthropic" in r.message and "valid:" in r.message
+                   for r in caplog.records)
+    finally:
+        tinyllm.uninstrument()
+    assert instrument_from_env({}) == {}

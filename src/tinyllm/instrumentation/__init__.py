@@ -46,8 +46,8 @@ _warned: set[str] = set()
 def instrument(openai: bool = True, ollama: bool = True, *,
                stream_usage: bool = True) -> dict[str, str]:
     """Observe every call of the chosen SDKs; returns each chosen SDK's state:
-    ``instrumented``, ``pending`` (patched when imported), ``not installed`` or
-    ``unsupported <version>``.
+    ``instrumented``, ``pending`` (patched when imported), ``not installed``,
+    ``unsupported <version>`` or ``failed`` (patching raised: undone, one warning).
 
     ``stream_usage``: on streamed openai calls, ask the server for token usage
     (``stream_options.include_usage``) when the caller did not, and hide the extra

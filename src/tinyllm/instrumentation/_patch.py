@@ -63,8 +63,7 @@ class Patches:
 
 def release(version: str) -> tuple[int, ...]:
     """The numeric release of a version string (pre-release tags dropped)."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3]
-                 if part.isdigit()) or (0,)
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3]) or (0,)
 
 
 def in_range(version: str, low: Sequence[int], below: Sequence[int]) -> bool:

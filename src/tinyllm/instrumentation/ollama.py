@@ -58,13 +58,14 @@ def _generate_part(call: Call, part: Any) -> bool:
 
 
 def _done(call: Call, part: Any) -> None:
-    """The last part: the model that answered, the counts, why it stopped."""
+    """The last part, or a whole answer: the model that answered, the counts, why it
+    stopped (once a call: the older ``embeddings`` answer has none of them)."""
     request = call.request
-    model = part.model
+    model = getattr(part, "model", None)
     if isinstance(model, str) and model:
         request.response_model = model
-    request.usage(part.prompt_eval_count, part.eval_count)
-    reason = part.done_reason
+    request.usage(getattr(part, "prompt_eval_count", None), getattr(part, "eval_count", None))
+    reason = getattr(part, "done_reason", None)
     if isinstance(reason, str) and reason:
         call.reasons.append(reason)
 
@@ -75,15 +76,7 @@ _PARTS = {"chat": _chat_part, "completion": _generate_part}
 def _whole(call: Call, part: Any) -> None:
     """A whole (not streamed) answer: its usage, not a token stream."""
     try:
-        request = call.request
-        model = getattr(part, "model", None)
-        if isinstance(model, str) and model:
-            request.response_model = model
-        request.usage(getattr(part, "prompt_eval_count", None),
-                      getattr(part, "eval_count", None))
-        reason = getattr(part, "done_reason", None)
-        if isinstance(reason, str) and reason:
-            call.reasons.append(reason)
+        _done(call, part)
     except Exception as exc:
         fault("reading the response", exc)
     call.finish()
@@ -124,7 +117,6 @@ def _wrap(original: Callable[..., Any], kind: str) -> Any:
         _whole(call, result)
         return result
 
-    method.__tinyllm_original__ = original  # type: ignore[attr-defined]
     return method
 
 
@@ -147,7 +139,6 @@ def _wrap_async(original: Callable[..., Any], kind: str) -> Any:
         _whole(call, result)
         return result
 
-    method.__tinyllm_original__ = original  # type: ignore[attr-defined]
     return method
 
 

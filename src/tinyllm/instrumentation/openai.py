@@ -222,8 +222,11 @@ class _Types:
     """The SDK's classes the wrappers dispatch on, read once at patch time."""
 
     def __init__(self, sdk: ModuleType) -> None:
-        from openai import _legacy_response, _response, _streaming
+        from openai import _legacy_response, _response, _streaming, _types
 
+        # What an argument the caller left out holds (``omit``, ``NOT_GIVEN``).
+        self.unset = tuple(getattr(_types, name) for name in ("Omit", "NotGiven")
+                           if hasattr(_types, name))
         self.stream = _streaming.Stream
         self.async_stream = _streaming.AsyncStream
         self.observed_stream, self.observed_async_stream = _stream_classes(
@@ -263,20 +266,35 @@ def _observe(types: _Types, call: Call, result: Any, on_chunk: OnChunk) -> None:
         _attach(types, call, result, on_chunk)
 
 
+class _Unread:
+    """A response whose body the SDK left unread (``with_streaming_response``): the
+    request ends at ``parse()`` (a whole answer), with the stream ``parse()`` returns,
+    or at ``close()`` (the caller read the body themselves: ``success``, no counts)."""
+
+    __slots__ = ("call", "on_chunk", "stream", "types")
+
+    def __init__(self, types: _Types, call: Call, on_chunk: OnChunk) -> None:
+        self.types, self.call, self.on_chunk = types, call, on_chunk
+        self.stream: bool | None = None  # None: not parsed yet
+
+    def parsed(self, result: Any) -> None:
+        if self.stream is None:
+            try:
+                self.stream = _attach(self.types, self.call, result, self.on_chunk)
+            except Exception as exc:
+                fault("reading the parsed response", exc)
+
+    def closed(self) -> None:
+        self.call.cancel() if self.stream else self.call.finish()
+
+
 def _hook_response(types: _Types, call: Call, response: Any, on_chunk: OnChunk) -> None:
-    """The body is unread: the request ends at ``parse()`` (whole answers), with the
-    stream parse returns, or at ``close()`` (the caller read it themselves)."""
-    parse, close = response.parse, response.close
-    streams: list[bool] = []
+    unread, parse, close = _Unread(types, call, on_chunk), response.parse, response.close
 
     @functools.wraps(parse)
     def observed_parse(*args: Any, **kwargs: Any) -> Any:
         parsed = parse(*args, **kwargs)
-        try:
-            if not streams:
-                streams.append(_attach(types, call, parsed, on_chunk))
-        except Exception as exc:
-            fault("reading the parsed response", exc)
+        unread.parsed(parsed)
         return parsed
 
     @functools.wraps(close)
@@ -284,24 +302,19 @@ def _hook_response(types: _Types, call: Call, response: Any, on_chunk: OnChunk) 
         try:
             close()
         finally:
-            call.cancel() if streams and streams[0] else call.finish()
+            unread.closed()
 
     response.parse, response.close = observed_parse, observed_close
     call.cancel_when_released(response)
 
 
 def _hook_async_response(types: _Types, call: Call, response: Any, on_chunk: OnChunk) -> None:
-    parse, close = response.parse, response.close
-    streams: list[bool] = []
+    unread, parse, close = _Unread(types, call, on_chunk), response.parse, response.close
 
     @functools.wraps(parse)
     async def observed_parse(*args: Any, **kwargs: Any) -> Any:
         parsed = await parse(*args, **kwargs)
-        try:
-            if not streams:
-                streams.append(_attach(types, call, parsed, on_chunk))
-        except Exception as exc:
-            fault("reading the parsed response", exc)
+        unread.parsed(parsed)
         return parsed
 
     @functools.wraps(close)
@@ -309,19 +322,15 @@ def _hook_async_response(types: _Types, call: Call, response: Any, on_chunk: OnC
         try:
             await close()
         finally:
-            call.cancel() if streams and streams[0] else call.finish()
+            unread.closed()
 
     response.parse, response.close = observed_parse, observed_close
     call.cancel_when_released(response)
 
 
 # -- the wrappers -----------------------------------------------------------------------
-class _Settings:
-    stream_usage = True
-
-
-def _begin(resource: Any, kwargs: dict[str, Any], kind: str,
-           settings: type[_Settings]) -> tuple[Call | None, dict[str, Any]]:
+def _begin(resource: Any, kwargs: dict[str, Any], kind: str, types: _Types,
+           stream_usage: bool) -> tuple[Call | None, dict[str, Any]]:
     """The call's request (None: not ours to observe) and the arguments to send."""
     try:
         client = getattr(resource, "_client", None)
@@ -331,7 +340,7 @@ def _begin(resource: Any, kwargs: dict[str, Any], kind: str,
         stream = kwargs.get("stream") is True
         call = Call.begin(get_lifecycle(), kwargs.get("model"),
                           f"{kind}_stream" if stream else kind, DISTRIBUTION)
-        if call is None or not stream or kind == "response" or not settings.stream_usage:
+        if call is None or not stream or kind == "response" or not stream_usage:
             return call, kwargs
         headers = kwargs.get("extra_headers") or {}
         if _RAW_HEADER in headers:  # the caller may read the raw bytes: send as asked
@@ -341,7 +350,7 @@ def _begin(resource: Any, kwargs: dict[str, Any], kind: str,
             if "include_usage" in options:
                 return call, kwargs  # the caller decided
             options = {**options, "include_usage": True}
-        elif options is None or type(options).__name__ in ("Omit", "NotGiven"):
+        elif options is None or isinstance(options, types.unset):
             options = {"include_usage": True}
         else:
             return call, kwargs
@@ -352,11 +361,22 @@ def _begin(resource: Any, kwargs: dict[str, Any], kind: str,
         return None, kwargs
 
 
+def _answered(types: _Types, call: Call, result: Any, on_chunk: OnChunk) -> Any:
+    """Observe what the SDK returned and hand it back, whatever happens here."""
+    try:
+        _observe(types, call, result, on_chunk)
+    except Exception as exc:
+        fault("reading the response", exc)
+        call.finish()
+    return result
+
+
+# The wrappers keep the SDK's method as ``__wrapped__`` (functools.wraps).
 def _wrap(original: Any, kind: str, on_chunk: OnChunk, types: _Types,
-          settings: type[_Settings]) -> Any:
+          stream_usage: bool) -> Any:
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call, sent = _begin(self, kwargs, kind, settings)
+        call, sent = _begin(self, kwargs, kind, types, stream_usage)
         if call is None:
             return original(self, *args, **kwargs)
         try:
@@ -364,22 +384,16 @@ def _wrap(original: Any, kind: str, on_chunk: OnChunk, types: _Types,
         except BaseException as exc:
             call.fail(exc)
             raise
-        try:
-            _observe(types, call, result, on_chunk)
-        except Exception as exc:
-            fault("reading the response", exc)
-            call.finish()
-        return result
+        return _answered(types, call, result, on_chunk)
 
-    create.__tinyllm_original__ = original  # type: ignore[attr-defined]
     return create
 
 
 def _wrap_async(original: Any, kind: str, on_chunk: OnChunk, types: _Types,
-                settings: type[_Settings]) -> Any:
+                stream_usage: bool) -> Any:
     @functools.wraps(original)
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call, sent = _begin(self, kwargs, kind, settings)
+        call, sent = _begin(self, kwargs, kind, types, stream_usage)
         if call is None:
             return await original(self, *args, **kwargs)
         try:
@@ -387,14 +401,8 @@ def _wrap_async(original: Any, kind: str, on_chunk: OnChunk, types: _Types,
         except BaseException as exc:
             call.fail(exc)
             raise
-        try:
-            _observe(types, call, result, on_chunk)
-        except Exception as exc:
-            fault("reading the response", exc)
-            call.finish()
-        return result
+        return _answered(types, call, result, on_chunk)
 
-    create.__tinyllm_original__ = original  # type: ignore[attr-defined]
     return create
 
 
@@ -404,7 +412,6 @@ def patch(sdk: ModuleType, patches: Patches, *, stream_usage: bool = True) -> No
     from openai.resources.chat import completions as chat
 
     types = _Types(sdk)
-    settings = type("Settings", (_Settings,), {"stream_usage": stream_usage})
     targets: list[tuple[type, type, str, OnChunk]] = [
         (chat.Completions, chat.AsyncCompletions, "chat", _chat_chunk),
         (completions.Completions, completions.AsyncCompletions, "completion", _text_chunk),
@@ -422,6 +429,7 @@ def patch(sdk: ModuleType, patches: Patches, *, stream_usage: bool = True) -> No
         # ``create``, so they are observed through it.
         for method in ("create", "parse"):
             patches.replace(sync_cls, method, functools.partial(
-                _wrap, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
+                _wrap, kind=kind, on_chunk=on_chunk, types=types, stream_usage=stream_usage))
             patches.replace(async_cls, method, functools.partial(
-                _wrap_async, kind=kind, on_chunk=on_chunk, types=types, settings=settings))
+                _wrap_async, kind=kind, on_chunk=on_chunk, types=types,
+                stream_usage=stream_usage))
