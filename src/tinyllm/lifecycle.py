@@ -37,7 +37,9 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tinyllm import accounting
 from tinyllm._observed import open_request
+from tinyllm._trailing import TrailingMinute
 from tinyllm._validation import check_amount
 from tinyllm.errors import classify_error
 
@@ -53,10 +55,6 @@ __all__ = [
     "set_lifecycle_setup",
 ]
 
-_WINDOW_SECONDS = 60.0
-_SLOTS = 12  # five-second slots over the trailing minute
-
-
 class RequestObserver(Protocol):
     """A sink told when each request starts and ends (tracing, logs, events, store).
 
@@ -71,47 +69,13 @@ class RequestObserver(Protocol):
     def on_end(self, request: Request) -> None: ...
 
 
-class _MinuteWindow:
-    """Tokens generated over the trailing minute, in five-second slots.
-
-    The sum is kept as a running total within the current slot and recomputed only
-    when a request ends in a new slot, so most updates are two additions.
-    """
-
-    __slots__ = ("_counts", "_lock", "_stamps", "_tick", "_total")
-
-    def __init__(self) -> None:
-        self._stamps = [-1] * _SLOTS
-        self._counts = [0] * _SLOTS
-        self._tick = -1
-        self._total = 0
-        self._lock = threading.Lock()
-
-    def add(self, tokens: int, now: float) -> float:
-        tick = int(now * _SLOTS / _WINDOW_SECONDS)
-        slot = tick % _SLOTS
-        with self._lock:
-            if tick == self._tick:
-                self._counts[slot] += tokens
-                self._total += tokens
-                return float(self._total)
-            if self._stamps[slot] != tick:
-                self._stamps[slot], self._counts[slot] = tick, 0
-            self._counts[slot] += tokens
-            self._tick = tick
-            oldest = tick - _SLOTS + 1
-            self._total = sum(
-                count for stamp, count in zip(self._stamps, self._counts, strict=True)
-                if stamp >= oldest
-            )
-            return float(self._total)
-
-
 class _Instruments:
     """The children one (model, graph, request_type) writes to, resolved once."""
 
     __slots__ = (
+        "acct",
         "active",
+        "chunk",
         "duration",
         "generated",
         "itl",
@@ -123,11 +87,13 @@ class _Instruments:
         "tokens_out",
         "tpm",
         "tpm_window",
+        "tpot",
         "tps",
         "ttft",
     )
 
-    def __init__(self, c: MetricsCollector, model: str, graph: str, request_type: str) -> None:
+    def __init__(self, c: MetricsCollector, model: str, graph: str, request_type: str,
+                 acct: accounting.ModelAccounting) -> None:
         mg, m = (model, graph), (model,)
         self.requests = c._child("requests_total", (model, graph, request_type))
         self.active = c._child("active_requests", mg)
@@ -137,11 +103,14 @@ class _Instruments:
         self.duration = c._child("inference_request_duration_seconds", m)
         self.ttft = c._child("inference_ttft_seconds", m)
         self.itl = c._child("inference_inter_token_latency_seconds", m)
+        self.chunk = c._child("inference_time_per_output_chunk_seconds", m)
+        self.tpot = c._child("inference_time_per_output_token_seconds", m)
+        self.acct = acct
         self.generated = c._child("tokens_generated_total", m)
         self.per_request = c._child("tokens_per_request", m)
         self.tps = c._child("tokens_per_second", m)
         self.tpm = c._child("average_tokens_per_minute", m)
-        self.tpm_window = _MinuteWindow()
+        self.tpm_window = TrailingMinute()
         self.status = {
             s: c._child("inference_requests_total", (model, s))
             for s in ("success", "error", "timeout", "cancelled")
@@ -157,8 +126,11 @@ class Request:
         "_inst",
         "_last",
         "_lifecycle",
+        "_observe_chunk",
         "_observe_itl",
         "_opened",
+        "cached_input_tokens",
+        "cost_usd",
         "duration",
         "end_time",
         "error",
@@ -173,9 +145,11 @@ class Request:
         "request_id",
         "request_type",
         "response_model",
+        "slo",
         "span",
         "start_time",
         "status",
+        "tpot",
         "ttft",
         "usage_output_tokens",
     )
@@ -187,6 +161,7 @@ class Request:
         self._lifecycle = lifecycle
         self._inst = inst
         self._observe_itl = inst.itl.observe
+        self._observe_chunk = inst.chunk.observe
         self.model, self.graph, self.request_type = model, graph, request_type
         self.provider = provider
         # The caller's own id for the request (a gateway's X-Request-Id): the log line,
@@ -197,7 +172,15 @@ class Request:
         self.response_model: str | None = None
         self._opened: Any = None
         self.input_tokens = 0
+        # The part of the input the provider served from its prompt cache (priced apart).
+        self.cached_input_tokens = 0
         self.output_tokens = 0
+        # Set as the request ends (tinyllm.accounting): USD (None: the model has no
+        # price), met/missed per objective (None: no objectives, or not judged), and the
+        # mean time per output token after the first (None: fewer than two tokens).
+        self.cost_usd: float | None = None
+        self.slo: dict[str, bool] | None = None
+        self.tpot: float | None = None
         self.usage_output_tokens: int | None = None
         self.ttft: float | None = None
         self.duration: float | None = None
@@ -225,11 +208,14 @@ class Request:
         """Record ``count`` tokens that arrived now (first one: TTFT; then inter-token).
 
         ``n`` tokens give ``n - 1`` inter-token observations; a chunk of several tokens
-        spreads its gap evenly over them.
+        spreads its gap evenly over them (``gap / count``, ``count`` times) and counts
+        the gap once as a chunk gap (``time_per_output_chunk``).
         """
         now = perf_counter()
         if count == 1 and self._first is not None:  # the per-token fast path
-            self._observe_itl(now - self._last)
+            gap = now - self._last
+            self._observe_itl(gap)
+            self._observe_chunk(gap)
             self._last = now
             self.output_tokens += 1
             return
@@ -247,7 +233,9 @@ class Request:
             self._inst.ttft.observe(self.ttft, self.exemplar)
             gaps, gap = count - 1, 0.0
         else:
-            gaps, gap = count, (now - self._last) / count
+            chunk_gap = now - self._last
+            self._observe_chunk(chunk_gap)
+            gaps, gap = count, chunk_gap / count
         self._last = now
         for _ in range(gaps):
             self._observe_itl(gap)
@@ -267,21 +255,35 @@ class Request:
         observe: Callable[[float], None] = self._observe_itl
         return observe
 
+    @property
+    def chunk_observer(self) -> Callable[[float], None]:
+        """The bound ``observe`` of this request's chunk-gap histogram child (a caller
+        whose every item is one token observes each gap in both)."""
+        observe: Callable[[float], None] = self._observe_chunk
+        return observe
+
     def inter_token_latency(self, seconds: float) -> None:
         """Observe an inter-token gap measured by the caller."""
         check_amount("seconds", seconds)
         self._observe_itl(seconds)
 
-    def usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
-        """Token counts reported by the backend; a reported output count wins over counting."""
-        if input_tokens is not None:
-            check_amount("input_tokens", input_tokens, integral=True)
-        if output_tokens is not None:
-            check_amount("output_tokens", output_tokens, integral=True)
+    def usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
+              cached_input_tokens: int | None = None) -> None:
+        """Token counts reported by the backend; a reported output count wins over counting.
+
+        ``cached_input_tokens`` is the part of ``input_tokens`` served from the
+        provider's prompt cache (OpenAI's ``prompt_tokens_details.cached_tokens``).
+        """
+        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                            ("cached_input_tokens", cached_input_tokens)):
+            if value is not None:
+                check_amount(name, value, integral=True)
         if input_tokens is not None:
             self.input_tokens = int(input_tokens)
         if output_tokens is not None:
             self.usage_output_tokens = int(output_tokens)
+        if cached_input_tokens is not None:
+            self.cached_input_tokens = int(cached_input_tokens)
 
     def set_finish_reasons(self, *reasons: str) -> None:
         """Why the model stopped (``"stop"``, ``"length"``, ...), one per choice.
@@ -376,7 +378,18 @@ class Request:
                 if duration > 0:
                     inst.tps.set(out / duration)
         inst.tpm.set(inst.tpm_window.add(out, now))
+        tpot = None
+        if finished and out > 1 and self.ttft is not None:
+            tpot = self.tpot = (duration - self.ttft) / (out - 1)
+            inst.tpot.observe(tpot)
         lc = self._lifecycle
+        acct = inst.acct
+        if acct.generation != accounting.generation():  # prices or SLOs reconfigured
+            acct = inst.acct = lc._accounting(self.model)
+        try:
+            acct.settle(self, tpot, now)
+        except Exception:  # cost and SLOs must never break the host application
+            lc.observer_failures += 1
         if error is not None:
             lc.collector.increment_error_count(self.error_type or "unknown", self.model, self.graph)
             lc.collector._child("inference_errors_total", (self.model, self.error_type)).inc()
@@ -433,6 +446,7 @@ class RequestLifecycle:
         # inside ``with request:`` and returns the undo. None: nothing to do.
         self._activate_span: Callable[[Request], Callable[[], None]] | None = None
         self._instruments: dict[tuple[str, str, str], _Instruments] = {}
+        self._models: dict[str, accounting.ModelAccounting] = {}
         self._lock = threading.Lock()
 
     def start(
@@ -455,12 +469,21 @@ class RequestLifecycle:
         with self._lock:
             found = self._instruments.get(key)
             if found is None:
-                found = _Instruments(self.collector, *key)
+                found = _Instruments(self.collector, *key, self._accounting(key[0]))
                 # Bounded like the families: past the budget, keys are not cached (the
                 # children underneath are already folded into ``other``).
                 if len(self._instruments) < self.collector.max_cardinality:
                     self._instruments[key] = found
             return found
+
+    def _accounting(self, model: str) -> accounting.ModelAccounting:
+        """The model's price and objectives, resolved once per configuration."""
+        found = self._models.get(model)
+        if found is None or found.generation != accounting.generation():
+            found = accounting.ModelAccounting(self.collector, model)
+            if len(self._models) < self.collector.max_cardinality:
+                self._models[model] = found
+        return found
 
     def add_observer(self, observer: RequestObserver) -> None:
         """Tell ``observer`` when each request starts and ends."""

@@ -36,8 +36,10 @@ __all__ = [
     "ENV_OTEL_SERVICE_NAME",
     "ENV_OTEL_TRACES_EXPORTER",
     "ENV_OTEL_TRACES_SAMPLER_ARG",
+    "ENV_PRICES",
     "ENV_PROMETHEUS_MULTIPROC_DIR",
     "ENV_SERVE_WORKER",
+    "ENV_SLO",
     "metrics_namespace",
     "multiprocess_dir",
 ]
@@ -52,6 +54,11 @@ ENV_CAPTURE_CONTENT = "TINYLLM_CAPTURE_CONTENT"
 ENV_METRICS_URL = "TINYLLM_METRICS_URL"
 # The metrics store (tinyllm.store.configure_store): a SQLite path or a postgresql:// URL.
 ENV_METRICS_DB = "TINYLLM_METRICS_DB"
+# Cost and SLOs (tinyllm.accounting): a cost file (YAML or JSON) whose prices are layered
+# over the shipped table, and one (possibly the same file) whose slo section holds
+# requests to their objectives.
+ENV_PRICES = "TINYLLM_PRICES"
+ENV_SLO = "TINYLLM_SLO"
 # Where the embedded model's GGUF is assembled (default ~/.cache/tinyllm/models).
 ENV_MODEL_DIR = "TINYLLM_MODEL_DIR"
 # Internal: what `tinyllm serve --workers N` passes to each worker (JSON; set by the

@@ -125,9 +125,9 @@ def test_label_sets_past_the_budget_fold_into_other(registry: CollectorRegistry)
 
 
 def test_minute_window_keeps_the_trailing_sixty_seconds() -> None:
-    from tinyllm.lifecycle import _MinuteWindow
+    from tinyllm._trailing import TrailingMinute
 
-    w = _MinuteWindow()
+    w = TrailingMinute()
     assert w.add(10, 1000.0) == 10
     assert w.add(5, 1001.0) == 15          # same 5-s slot
     assert w.add(1, 1030.0) == 16          # new slot, old ones still inside the minute

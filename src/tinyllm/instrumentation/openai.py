@@ -63,10 +63,18 @@ def _usage(call: Call, usage: Any) -> None:
         return
     if "prompt_tokens" in _fields(type(usage)):  # chat, completions, embeddings
         output = usage.completion_tokens if "completion_tokens" in _fields(type(usage)) else None
-        call.request.usage(usage.prompt_tokens, output)
+        details = getattr(usage, "prompt_tokens_details", None)
+        call.request.usage(usage.prompt_tokens, output, _cached(details))
     else:  # the Responses API
         call.request.usage(getattr(usage, "input_tokens", None),
-                           getattr(usage, "output_tokens", None))
+                           getattr(usage, "output_tokens", None),
+                           _cached(getattr(usage, "input_tokens_details", None)))
+
+
+def _cached(details: Any) -> int | None:
+    """The prompt-cache hits of a usage's input details (priced apart), if reported."""
+    cached = getattr(details, "cached_tokens", None)
+    return cached if type(cached) is int and cached >= 0 else None
 
 
 def _model(call: Call, model: Any) -> None:

@@ -62,6 +62,12 @@ class RequestLogObserver:
         }
         if request.ttft is not None:
             fields["ttft_ms"] = round(request.ttft * 1000, 3)
+        if request.cached_input_tokens:
+            fields["cached_input_tokens"] = request.cached_input_tokens
+        if request.cost_usd is not None:
+            fields["cost_usd"] = request.cost_usd
+        if request.slo is not None:
+            fields["slo_met"] = request.slo["all"]
         trace_id = request.trace_id
         if trace_id is not None:
             fields["trace_id"] = trace_id

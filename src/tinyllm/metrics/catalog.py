@@ -197,6 +197,14 @@ _SPECS = (
                "Calls refused per key alias (\"none\": no or an unknown key) and reason "
                "(missing_key, invalid_key, model_not_allowed, rpm, tpm).", ("key", "reason"),
                group="gateway", source="issue 12"),
+    MetricSpec("gateway_key_cost_usd_total", _C,
+               "Spend in USD of the calls accepted per key alias (the request's cost, as "
+               "tinyllm_cost_usd_total counts it).", ("key",), group="gateway",
+               source="issue 15"),
+    MetricSpec("gateway_key_budget_remaining_usd", _G,
+               "USD left in the key's budget for the current day or month (keys with "
+               "budget_usd set); at 0 its calls are refused with 429 insufficient_quota.",
+               ("key",), multiprocess_mode="mostrecent", group="gateway", source="issue 15"),
     MetricSpec("gateway_limit_backend_errors_total", _C,
                "Calls to the shared limits' Redis that failed (down, slow); meanwhile each "
                "instance enforces its own limits.", group="gateway", source="issue 12"),
@@ -211,8 +219,18 @@ _SPECS = (
     MetricSpec("inference_ttft_seconds", _H, "Time to first token in seconds.", ("model",),
                buckets=TTFT_BUCKETS, group="inference", source="002"),
     MetricSpec("inference_inter_token_latency_seconds", _H,
-               "Time between consecutive generated tokens in seconds.", ("model",),
+               "Time between consecutive generated tokens in seconds (per token: a chunk "
+               "of n tokens counts n gaps of its gap / n).", ("model",),
                buckets=INTER_TOKEN_BUCKETS, group="inference", source="002"),
+    MetricSpec("inference_time_per_output_chunk_seconds", _H,
+               "Time between consecutive streamed chunks in seconds, once per chunk "
+               "whatever it carries (OTel GenAI's time_per_output_chunk).", ("model",),
+               buckets=INTER_TOKEN_BUCKETS, group="inference", source="issue 15"),
+    MetricSpec("inference_time_per_output_token_seconds", _H,
+               "A request's mean time per output token after the first, seconds: "
+               "(duration - TTFT) / (tokens - 1), once per request of two tokens or more "
+               "(OTel GenAI's time_per_output_token; the tpot objective).", ("model",),
+               buckets=INTER_TOKEN_BUCKETS, group="inference", source="issue 15"),
     MetricSpec("tokens_generated_total", _C, "Tokens generated.", ("model",),
                group="inference", source="002"),
     MetricSpec("tokens_per_request", _H, "Tokens generated per request.", ("model",),
@@ -234,6 +252,37 @@ _SPECS = (
                ("model", "error_type"), group="inference", source="002"),
     MetricSpec("inference_retries_total", _C, "Inference retry attempts.", ("model",),
                group="inference", source="002"),
+    # -- cost ----------------------------------------------------------------------------
+    MetricSpec("cost_usd_total", _C,
+               "Spend in USD: each request's tokens at its model's price (per million "
+               "input, cached-input and output tokens; per hour of running for "
+               "self-hosted models). Local models cost 0 unless priced.", ("model",),
+               group="cost", source="issue 15"),
+    MetricSpec("unpriced_requests_total", _C,
+               "Requests to a model with no known price: their cost is unknown, not 0 "
+               "(add the model to your price file).", ("model",), group="cost",
+               source="issue 15"),
+    # -- SLOs and goodput ---------------------------------------------------------------
+    MetricSpec("slo_requests_total", _C,
+               "Requests judged against their model's objectives, by objective (ttft, "
+               "tpot, e2e; all: every objective that applies) and outcome (met, missed; "
+               "a failed request misses every objective).", ("model", "objective", "outcome"),
+               group="slo", source="issue 15"),
+    MetricSpec("slo_objective_seconds", _G,
+               "The threshold of each latency objective, seconds (also an exact bucket "
+               "boundary of its histogram).", ("model", "objective"),
+               multiprocess_mode="max", group="slo", source="issue 15"),
+    MetricSpec("slo_target_ratio", _G,
+               "The share of requests that must meet the objectives (e.g. 0.99).",
+               ("model",), multiprocess_mode="max", group="slo", source="issue 15"),
+    MetricSpec("goodput_requests_per_second", _G,
+               "Requests meeting every objective per second over the trailing minute, "
+               "updated as requests end.", ("model",), multiprocess_mode="livesum",
+               group="slo", source="issue 15"),
+    MetricSpec("goodput_tokens_per_second", _G,
+               "Output tokens of the requests meeting every objective, per second over "
+               "the trailing minute, updated as requests end.", ("model",),
+               multiprocess_mode="livesum", group="slo", source="issue 15"),
     # -- GPU (the inference-server API) ----------------------------------------------
     MetricSpec("gpu_memory_used_bytes", _G, "GPU memory in use, bytes.", ("model", "gpu_id"),
                multiprocess_mode="mostrecent", group="gpu", source="002"),

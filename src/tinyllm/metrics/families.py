@@ -25,7 +25,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from tinyllm._version import __version__
 from tinyllm.metrics.catalog import CATALOG, Kind, MetricSpec, full_name
 
-__all__ = ["OTHER", "Family", "FamilySet", "family_set", "forget_family_sets"]
+__all__ = [
+    "OTHER",
+    "Family",
+    "FamilySet",
+    "family_set",
+    "forget_family_sets",
+]
 
 #: The label value new combinations are folded into past the cardinality budget.
 OTHER = "other"
@@ -76,26 +82,32 @@ class Family:
             return self.metric.labels(*self._other_key)
 
 
-def _build(spec: MetricSpec, name: str, registry: CollectorRegistry) -> Any:
+def _build(spec: MetricSpec, name: str, registry: CollectorRegistry,
+           boundaries: Mapping[str, tuple[float, ...]]) -> Any:
     common: dict[str, Any] = {"labelnames": spec.labels, "registry": registry}
     if spec.kind is Kind.COUNTER:
         return Counter(name, spec.help, **common)
     if spec.kind is Kind.HISTOGRAM:
-        return Histogram(name, spec.help, buckets=spec.buckets or (), **common)
+        buckets = sorted({*(spec.buckets or ()), *boundaries.get(spec.name, ())})
+        return Histogram(name, spec.help, buckets=buckets, **common)
     return Gauge(name, spec.help, multiprocess_mode=spec.multiprocess_mode or "all", **common)
 
 
 class FamilySet(Mapping[str, Family]):
     """Every catalog family for one registry and namespace, keyed by catalog name."""
 
-    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+    def __init__(self, registry: CollectorRegistry, namespace: str,
+                 boundaries: Mapping[str, tuple[float, ...]] | None = None) -> None:
         self.registry = registry
         self.namespace = namespace
+        # Bucket boundaries added to the catalog's (the SLO thresholds), by family.
+        self.boundaries: Mapping[str, tuple[float, ...]] = dict(boundaries or {})
         families: dict[str, Family] = {}
         try:
             for spec in CATALOG.values():
                 name = full_name(namespace, spec)
-                families[spec.name] = Family(spec, _build(spec, name, registry), name)
+                metric = _build(spec, name, registry, self.boundaries)
+                families[spec.name] = Family(spec, metric, name)
         except Exception:
             # All or nothing: never leave half a catalog registered.
             for fam in families.values():
@@ -131,7 +143,11 @@ _SETS_LOCK = threading.Lock()
 
 
 def family_set(registry: CollectorRegistry | None, namespace: str) -> FamilySet:
-    """The shared ``FamilySet`` for ``registry`` (default: prometheus_client's REGISTRY)."""
+    """The shared ``FamilySet`` for ``registry`` (default: prometheus_client's REGISTRY).
+
+    Built with the SLO thresholds in force then as extra bucket boundaries
+    (``tinyllm.accounting.bucket_boundaries``).
+    """
     reg = REGISTRY if registry is None else registry
     key = (id(reg), namespace)
     found = _SETS.get(key)
@@ -140,7 +156,10 @@ def family_set(registry: CollectorRegistry | None, namespace: str) -> FamilySet:
     with _SETS_LOCK:
         found = _SETS.get(key)
         if found is None or found.registry is not reg:
-            found = FamilySet(reg, namespace)
+            # Deferred: tinyllm.accounting reads the catalog, whose package imports us.
+            from tinyllm.accounting import bucket_boundaries
+
+            found = FamilySet(reg, namespace, bucket_boundaries())
             _SETS[key] = found
         return found
 

@@ -180,11 +180,13 @@ def _wrap_generator(fn: Any, model: str, graph: str, request_type: str) -> Any:
         async def run_async(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             req = get_lifecycle().start(model, graph, request_type)
             observe, count, last = req.inter_token_observer, 0, 0.0
+            observe_chunk = req.chunk_observer  # each item is one token and one chunk
             try:
                 async for item in fn(*args, **kwargs):
                     now = perf_counter()
                     if count:
                         observe(now - last)
+                        observe_chunk(now - last)
                     else:
                         req.first_token()
                     last, count = now, count + 1
@@ -200,11 +202,13 @@ def _wrap_generator(fn: Any, model: str, graph: str, request_type: str) -> Any:
     def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
         req = get_lifecycle().start(model, graph, request_type)
         observe, count, last = req.inter_token_observer, 0, 0.0
+        observe_chunk = req.chunk_observer  # each item is one token and one chunk
         try:
             for item in fn(*args, **kwargs):
                 now = perf_counter()
                 if count:
                     observe(now - last)
+                    observe_chunk(now - last)
                 else:
                     req.first_token()
                 last, count = now, count + 1

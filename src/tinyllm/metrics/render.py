@@ -28,6 +28,8 @@ _GROUP_TITLES = {
     "pipeline": "The observability pipeline itself",
     "gateway": "The gateway (tinyllm serve)",
     "inference": "Inference (the inference-server API)",
+    "cost": "Cost (see docs/cost-and-slo.md)",
+    "slo": "SLOs and goodput (see docs/cost-and-slo.md)",
     "gpu": "GPU (the inference-server API)",
 }
 

@@ -83,8 +83,10 @@ async def first_piece(pieces: AsyncIterator[Any], out: Responder) -> Any:
 
 def _usage(req: Request, usage: Any) -> None:
     if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+        cached = count_field(details.get("cached_tokens")) if isinstance(details, dict) else None
         req.usage(count_field(usage.get("prompt_tokens")),
-                  count_field(usage.get("completion_tokens")))
+                  count_field(usage.get("completion_tokens")), cached)
 
 
 def _upstream_timings(req: Request, timings: Any) -> None:

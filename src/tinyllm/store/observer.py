@@ -68,5 +68,9 @@ class StoreObserver:
             metadata["error_type"] = request.error_type
         if request.request_id is not None:
             metadata["request_id"] = request.request_id
+        if request.cost_usd is not None:
+            metadata["cost_usd"] = request.cost_usd
+        if request.slo is not None:
+            metadata["slo_met"] = request.slo["all"]
         self._record(names[0], request.duration or 0.0, model_id=request.model,
                      metadata=metadata)

@@ -174,6 +174,14 @@ class _GenAIObserver:
                     attrs["gen_ai.response.model"] = request.response_model
                 if request.ttft is not None:
                     attrs["gen_ai.response.time_to_first_chunk"] = request.ttft
+                if request.cached_input_tokens:
+                    attrs["gen_ai.usage.cache_read.input_tokens"] = request.cached_input_tokens
+                if request.cost_usd is not None:
+                    # Not (yet) in the GenAI conventions' registry; the name the
+                    # instrumentations that record cost agree on (OpenLIT, Traceloop).
+                    attrs["gen_ai.usage.cost"] = request.cost_usd
+                if request.slo is not None:
+                    attrs["tinyllm.slo.met"] = request.slo["all"]
                 if request.error is not None:
                     attrs["tinyllm.error_type"] = request.error_type or "unknown"
                 elif request.status == "cancelled":  # not an error: the client went away
