@@ -86,6 +86,32 @@ def _configure_tracing(ctx: typer.Context, tracing: bool | None, endpoint: str |
     ctx.call_on_close(shutdown_telemetry)
 
 
+def _configure_accounting(prices: str | None, slo: str | None) -> None:
+    """Prices and SLOs from ``--prices``/``--slo``, else the environment's: checked now, so
+    a bad file stops the command with its problems instead of being logged and left out.
+    Given as options, they are also put in the environment, where processes the command
+    starts (``serve --workers``, ``instrument -- COMMAND``) read them."""
+    import os
+
+    from tinyllm.accounting import configure_prices, configure_slo
+    from tinyllm.pricing import PriceError
+    from tinyllm.settings import ENV_PRICES, ENV_SLO
+    from tinyllm.slo import SLOError
+
+    for option, given, env, configure in (("--prices", prices, ENV_PRICES, configure_prices),
+                                          ("--slo", slo, ENV_SLO, configure_slo)):
+        path = given if given is not None else os.environ.get(env, "").strip()
+        if not path:
+            continue
+        try:
+            configure(path)  # type: ignore[operator]
+        except (PriceError, SLOError) as exc:
+            source = option if given is not None else f"${env}"
+            fail(f"{source}: " + "\n".join(exc.problems), 2)
+        if given is not None:
+            os.environ[env] = os.path.abspath(path)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -110,7 +136,19 @@ def _root(
         help="Send spans to this OTLP collector, e.g. http://localhost:4317 (gRPC) or "
         "http://localhost:4318 (HTTP); implies --tracing.",
     ),
+    prices: str | None = typer.Option(
+        None, "--prices", metavar="FILE",
+        help="Model prices (YAML or JSON, USD per million tokens) over the shipped table "
+        "(default $TINYLLM_PRICES). See docs/cost-and-slo.md.",
+    ),
+    slo: str | None = typer.Option(
+        None, "--slo", metavar="FILE",
+        help="Latency objectives per model: the slo section of a cost file (default "
+        "$TINYLLM_SLO). See docs/cost-and-slo.md.",
+    ),
 ) -> None:
     """tinyllm: production observability for anything that runs LLMs."""
+    # First: SLO thresholds become bucket boundaries only of metric families built later.
+    _configure_accounting(prices, slo)
     _configure_logging(log_level, log_format)
     _configure_tracing(ctx, tracing, otlp_endpoint)

@@ -185,10 +185,12 @@ def parse_prices(data: Mapping[str, Any], *, source: str = "<string>") -> PriceT
         if not isinstance(src, str):
             problems.append(f"{where}: source must be text (where the price came from)")
             src = ""
-        if all(v is None for v in values.values()):
+        if not any(k in entry for k in values):
             problems.append(f"{where}: give input and output (USD per million tokens) "
                             f"and/or per_hour (USD per hour of running)")
             continue
+        if problems:
+            continue  # reported above; nothing is half-read
         prices[name.strip()] = ModelPrice(
             values["input"] or 0.0, values["output"] or 0.0, values["cached_input"],
             values["per_hour"] or 0.0, src)

@@ -177,6 +177,7 @@ def _entry(raw: Any, where: str, base: Objectives, problems: list[str]) -> Objec
                         f"got {raw!r}"[:200])
         return None
     changes: dict[str, Any] = {}
+    before = len(problems)
     for key, value in raw.items():
         if key not in _ENTRY_KEYS:
             problems.append(f"{where}: unknown key {key!r} (valid: {', '.join(_ENTRY_KEYS)}: "
@@ -195,6 +196,8 @@ def _entry(raw: Any, where: str, base: Objectives, problems: list[str]) -> Objec
                 changes[key] = parse_duration(value)
             except ValueError as exc:
                 problems.append(f"{where}: {key}: {exc}")
+    if len(problems) > before:
+        return None
     found = replace(base, **changes)
     if not found.thresholds:
         problems.append(f"{where}: sets no objective: give at least one of ttft, tpot, e2e")
