@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import random
 import signal
 import sys
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from tinyllm.accounting import configure_prices, configure_slo
 from tinyllm.metrics import (
     InferenceContext,
     get_metrics_collector,
@@ -37,6 +39,8 @@ from tinyllm.metrics import (
     track_token_generation,
     update_gpu_metrics,
 )
+from tinyllm.pricing import ModelPrice, PriceTable, default_prices
+from tinyllm.slo import Objectives, SLOConfig
 
 MODELS = ("gemma3:270m", "qwen2.5:0.5b")
 FLAKY = "qwen2.5:0.5b"  # runs on an over-committed GPU: fails now and then
@@ -52,6 +56,16 @@ FAILURES = (  # one per round, in turn; classified as timeout, oom and cuda
 BREAKER_CYCLE = ("closed", "closed", "open", "half-open")  # the flaky model's breaker, per round
 TOKEN_DELAY = 0.002  # seconds per generated token
 WORKERS = 4
+
+# What the simulated models cost and the latency promised for them, set before the first
+# metric (an SLO's thresholds become bucket boundaries when the families are built);
+# $TINYLLM_PRICES / $TINYLLM_SLO, when set, win. The flaky model has no price: it is
+# counted as unpriced, never as free.
+if not os.environ.get("TINYLLM_PRICES"):
+    configure_prices(PriceTable({"gemma3:270m": ModelPrice(input=0.05, output=0.20)})
+                     .layered_over(default_prices()))
+if not os.environ.get("TINYLLM_SLO"):
+    configure_slo(SLOConfig(Objectives(ttft=0.02, tpot=0.004, e2e=0.08, target=0.95)))
 
 metrics = get_metrics_collector()
 

@@ -44,7 +44,8 @@ QUERIES_MD = REPO / "docs" / "queries.md"
 ALERTS_YML = REPO / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
 # source -> namespace queried
-SOURCES = {"quickref": "tinyllm", "inference": "ryot", "guide": "tinyllm", "dashboard": "tinyllm"}
+SOURCES = {"quickref": "tinyllm", "inference": "ryot", "guide": "tinyllm", "dashboard": "tinyllm",
+           "cost": "tinyllm"}
 STATUSES = ("valid", "invalid", "empty")
 MIN_SCRAPES = 5  # of each target before any query is evaluated
 
