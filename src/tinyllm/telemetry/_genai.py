@@ -120,8 +120,9 @@ class _GenAIMetrics:
         ttft = request.ttft
         if request.error is None and ttft is not None:
             self.ttft.record(ttft, base)
-            if output > 1 and duration > ttft:
-                self.tpot.record((duration - ttft) / (output - 1), base)
+            tpot = request.tpot  # the lifecycle's figure, the one the tpot objective judges
+            if tpot is not None:
+                self.tpot.record(tpot, base)
 
 
 class _GenAIObserver:
