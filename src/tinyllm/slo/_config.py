@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -106,9 +107,10 @@ class Objectives:
     e2e: float | None = None
     target: float = DEFAULT_TARGET
 
-    @property
+    @functools.cached_property
     def thresholds(self) -> dict[str, float]:
-        """The objectives set, by name (``ttft``, ``tpot``, ``e2e``)."""
+        """The objectives set, by name (``ttft``, ``tpot``, ``e2e``); read per request,
+        so computed once."""
         return {name: v for name in OBJECTIVES if (v := getattr(self, name)) is not None}
 
     @property
