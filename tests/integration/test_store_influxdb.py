@@ -57,3 +57,40 @@ def test_export_is_accepted_and_reads_back(influxdb: InfluxDB, tmp_path: Path) -
     series = influxdb.query("store_test",
                     "SELECT count FROM diffusion_llm WHERE \"type\"='errors' GROUP BY endpoint")
     assert {s["tags"]["endpoint"]: s["values"][0][1] for s in series}["infill/stream"] == 1.0
+
+
+def test_cost_by_model_reads_back_as_the_hand_sum(influxdb: InfluxDB, tmp_path: Path) -> None:
+    costs = {"gpt-4o": [0.0123, 0.0456, 1e-7, 0.3], "local": [0.0, 0.0],
+             "odd model, x=1": [2.5e-6, 1e-9]}
+    with MetricsDatabase(tmp_path / "m.db",
+                         collector=MetricsCollector(registry=CollectorRegistry())) as db:
+        for model, spent in costs.items():
+            for i, cost in enumerate(spent):  # across two hours: two roll-up buckets
+                db.record_event("llm_chat", 0.5, model_id=model, timestamp=1e9 + 3000 * i,
+                                metadata={"cost_usd": cost, "slo_met": i % 2 == 0})
+        for _ in range(3):
+            db.record_event("llm_chat", 0.5, model_id="mystery", timestamp=1e9)
+        db.flush()
+        stamp = 1_234_567_890_000_000_000
+        body = db.export("influxdb", prefix="diffusion_llm", timestamp_ns=stamp)
+    influxdb.create_database("store_cost")
+    influxdb.write("store_cost", body)
+    series = influxdb.query("store_cost",
+                            "SELECT cost_usd, unpriced_requests, requests, slo_requests, slo_met "
+                            "FROM diffusion_llm WHERE \"type\"='cost' GROUP BY model_id")
+    got = {s["tags"]["model_id"]: dict(zip(s["columns"], s["values"][0], strict=True))
+           for s in series}
+    assert sorted(got) == sorted([*costs, "mystery"])
+    for model, spent in costs.items():
+        assert got[model]["cost_usd"] == pytest.approx(sum(spent), abs=1e-9), model
+        assert (got[model]["unpriced_requests"], got[model]["requests"]) == (0, len(spent))
+        assert (got[model]["slo_requests"], got[model]["slo_met"]) == (len(spent),
+                                                                       (len(spent) + 1) // 2)
+    assert got["mystery"]["cost_usd"] == 0.0 and got["mystery"]["unpriced_requests"] == 3
+    assert got["mystery"]["slo_requests"] is None  # no request judged: no field
+    total = influxdb.query("store_cost", "SELECT sum(cost_usd) FROM diffusion_llm "
+                           "WHERE \"type\"='cost'")
+    assert total[0]["values"][0][1] == pytest.approx(
+        sum(sum(v) for v in costs.values()), abs=1e-9)
+    fields = influxdb.query("store_cost", "SHOW FIELD KEYS FROM diffusion_llm")
+    assert dict(fields[0]["values"])["cost_usd"] == "float"

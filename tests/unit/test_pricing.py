@@ -114,7 +114,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_half_read(tmp_path: Pa
 def test_malformed_files_name_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(text)
-    with pytest.raises(PriceError, match="p.yaml") as caught:
+    with pytest.raises(PriceError, match=r"p\.yaml") as caught:
         load_prices(path)
     assert message in str(caught.value)
 

@@ -1,8 +1,11 @@
-"""``tinyllm export`` and ``tinyllm store prune``: the metrics store from the shell.
+"""``tinyllm export``, ``tinyllm store summary`` and ``tinyllm store prune``: the metrics
+store from the shell.
 
 Example:
     $ tinyllm export --db metrics.db --format prometheus --prefix diffusion_llm --since 24h
     $ tinyllm export --db metrics.db --since 2026-01-01T00:00:00Z --output events.json
+    $ tinyllm store summary --db metrics.db --since 7d        # requests, cost by model
+    $ tinyllm store summary --db metrics.db --json | jq .cost.total_usd
     $ tinyllm store prune --db metrics.db --older-than 30d
 """
 
@@ -14,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,7 +27,7 @@ from tinyllm.settings import ENV_METRICS_DB
 if TYPE_CHECKING:
     from tinyllm.store import MetricsDatabase
 
-__all__ = ["describe_target", "open_store", "store_app"]
+__all__ = ["describe_target", "open_store", "render_summary", "store_app"]
 
 store_app = typer.Typer(help="Maintain the metrics store (performance events and their roll-ups).",
                         no_args_is_help=True)
@@ -170,6 +173,104 @@ def export(
         fail(f"cannot read metrics database {db.url}: {reason}")
     finally:
         db.close()
+
+
+def _usd(value: float) -> str:
+    # Six decimals: a request's cost is often a fraction of a cent.
+    return f"${value:,.6f}"
+
+
+def _percent(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio * 100:.1f} %"
+
+
+def render_summary(summary: dict[str, Any], title: str) -> Any:
+    """The store summary as rich tables (a ``Group``): the totals, then one row per model
+    with its requests, cost, unpriced requests and goodput.
+
+    Example:
+        >>> import io
+        >>> from rich.console import Console
+        >>> s = {"overall": {"total_requests": 2, "success_rate": 50.0, "average_latency": 1.5},
+        ...      "cost": {"total_usd": 0.25, "unpriced_requests": 1, "by_model": {
+        ...          "m": {"requests": 2, "cost_usd": 0.25, "unpriced_requests": 1}}},
+        ...      "slo": {"requests": 0, "met": 0, "goodput_ratio": None, "by_model": {}}}
+        >>> console = Console(width=80, file=io.StringIO(), record=True)
+        >>> console.print(render_summary(s, "metrics store"))
+        >>> for line in console.export_text().splitlines():
+        ...     if "$" in line:
+        ...         print(" ".join(w for w in line.split() if w != "│"))
+        cost (priced requests) $0.250000
+        m 2 $0.250000 1 —
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    overall, cost, slo = summary["overall"], summary["cost"], summary["slo"]
+    totals = Table(title=title, show_header=True)
+    totals.add_column("figure")
+    totals.add_column("value", justify="right")
+    for name, value in (
+        ("requests", f"{overall['total_requests']:,}"),
+        ("success rate", f"{overall['success_rate']:.1f} %"),
+        ("average latency", f"{overall['average_latency']:.3f} s"),
+        ("cost (priced requests)", _usd(cost["total_usd"])),
+        ("unpriced requests", f"{cost['unpriced_requests']:,}"),
+        ("goodput (met every SLO objective)",
+         f"{_percent(slo['goodput_ratio'])} of {slo['requests']:,} judged"),
+    ):
+        totals.add_row(Text(name), Text(value))
+    models = Table(show_header=True)
+    models.add_column("model")
+    for name in ("requests", "cost (USD)", "unpriced", "goodput"):
+        models.add_column(name, justify="right")
+    judged = slo["by_model"]
+    for model, spent in cost["by_model"].items():
+        outcome = judged.get(model)
+        models.add_row(Text(model), Text(f"{spent['requests']:,}"), Text(_usd(spent["cost_usd"])),
+                       Text(f"{spent['unpriced_requests']:,}"),
+                       Text("—" if outcome is None else
+                            f"{_percent(outcome['goodput_ratio'])} of {outcome['requests']:,}"))
+    return Group(totals, models) if cost["by_model"] else totals
+
+
+@store_app.command("summary")
+def summary(
+    db_target: str = typer.Option(None, "--db", metavar="PATH_OR_URL", help=_DB_HELP),
+    since: str = typer.Option(None, "--since", metavar="WHEN",
+                              help="From this time: ISO 8601, epoch seconds, or 24h/7d/30m ago."),
+    until: str = typer.Option(None, "--until", metavar="WHEN",
+                              help="Up to (not including) this time; same forms as --since."),
+    model: str = typer.Option(None, "--model", metavar="MODEL_ID", help="Only this model."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print the summary as JSON (what GET /api/metrics "
+                                 "answers) instead of tables."),
+) -> None:
+    """Print the store's summary: requests, latency, cost and goodput, by model."""
+    import json
+
+    from rich.console import Console
+    from sqlalchemy.exc import SQLAlchemyError
+
+    now = time.time()
+    start, end = _time_option("--since", since, now), _time_option("--until", until, now)
+    if start is not None and end is not None and start > end:
+        fail(f"--since ({since}) is after --until ({until}); give an earlier --since", 2)
+    if model is not None and not model.strip():
+        fail("--model must be a non-empty model id", 2)
+    db = open_store(db_target, must_exist=True)
+    try:
+        found = db.get_summary(start, end, model, recent=10 if as_json else 0)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        fail(f"cannot read metrics database {db.url}: {reason}")
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(found, default=str))
+    else:
+        Console(highlight=False).print(render_summary(found, f"metrics store {db.url}"))
 
 
 @store_app.command("prune")

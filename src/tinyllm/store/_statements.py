@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam
 
 from tinyllm.store import schema
+from tinyllm.store.writer import SUMS_FIELDS
 
 __all__ = ["ROW_KEYS", "Sender", "make_insert", "make_meta_claim", "make_upsert"]
 
@@ -40,8 +41,7 @@ Sender = Callable[[Connection, Sequence[tuple[Any, ...]]], None]
 
 #: ``performance_events`` columns in the writer's row order.
 ROW_KEYS = ("model_id", "user_id", "event_type", "duration", "timestamp", "metadata")
-_SUMS_KEYS = ("bucket", "event_type", "endpoint", "model_id", "requests", "errors",
-              "duration_sum", "tokens")
+_SUMS_KEYS = ("bucket", "event_type", "endpoint", "model_id", *SUMS_FIELDS)
 _BINS_KEYS = ("event_type", "bin", "model_id", "bucket", "count")
 #: Most rows per multi-row statement: bigger chunks mean fewer GIL round trips, and
 #: past ~2,000 rows the gain is gone while the statement text keeps growing.
@@ -144,8 +144,12 @@ def _dialect_insert(engine: Engine) -> Any:
 
 
 def make_meta_claim(engine: Engine) -> Any:
-    """``INSERT INTO store_meta .. ON CONFLICT DO NOTHING``: claims a key once."""
-    return _dialect_insert(engine)(schema.store_meta).on_conflict_do_nothing()
+    """``INSERT INTO store_meta .. ON CONFLICT DO NOTHING``: claims a key once; the
+    result's ``rowcount`` is 1 for the claimer, 0 for everyone after."""
+    # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg
+    # reported -1 without it, so on PostgreSQL no claim ever looked won).
+    return _dialect_insert(engine)(schema.store_meta).on_conflict_do_nothing() \
+        .execution_options(preserve_rowcount=True)
 
 
 def make_upsert(engine: Engine) -> Callable[[Connection, Any, Any], None]:
@@ -157,12 +161,7 @@ def make_upsert(engine: Engine) -> Callable[[Connection, Any, Any], None]:
         ins = insert(r) if values is None else insert(r).values(values)
         return ins.on_conflict_do_update(
             index_elements=[r.c.bucket, r.c.event_type, r.c.endpoint, r.c.model_id],
-            set_={
-                "requests": r.c.requests + ins.excluded.requests,
-                "errors": r.c.errors + ins.excluded.errors,
-                "duration_sum": r.c.duration_sum + ins.excluded.duration_sum,
-                "tokens": r.c.tokens + ins.excluded.tokens,
-            },
+            set_={name: r.c[name] + ins.excluded[name] for name in SUMS_FIELDS},
         )
 
     def build_bins(values: list[dict[str, Any]] | None) -> Any:
@@ -181,7 +180,7 @@ def make_upsert(engine: Engine) -> Callable[[Connection, Any, Any], None]:
         # DO UPDATE requires.
         if sums:
             sums_send(conn, [
-                (k[0], k[1], k[2], k[3], v[0], int(v[1]), v[2], v[3])
+                (k[0], k[1], k[2], k[3], v[0], int(v[1]), v[2], v[3], v[4], v[5], v[6], v[7])
                 for k, v in sorted(sums.items())
             ])
         if bins:

@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from time import time as _now
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from tinyllm.store import _wal, schema
 from tinyllm.store._checks import check_range, check_text
@@ -54,6 +54,8 @@ log = logging.getLogger("tinyllm.store")
 DEFAULT_TARGET = "./metrics.db"
 _PAGE = 2000  # rows per round trip when reading raw rows back (flat memory)
 _LOCK_KEY = 0x746C6C6D  # PostgreSQL advisory lock serialising concurrent schema creation
+#: ``store_meta`` key claimed once the roll-ups hold the spend columns (and their sums).
+_SPEND_KEY = "rollups_spend"
 _open: weakref.WeakSet[MetricsDatabase] = weakref.WeakSet()
 
 
@@ -141,6 +143,21 @@ def _fold_rows(conn: Connection, *where: Any) -> tuple[Sums, Bins, int]:
         fold_events(sums, bins, endpoints, _as_events(rows))
         last = rows[-1][0]
         seen += len(rows)
+
+
+def _add_spend_columns(conn: Connection) -> list[str]:
+    """Add the ``performance_rollups`` spend columns a store made before them lacks
+    (``ALTER TABLE .. ADD COLUMN .. DEFAULT 0 NOT NULL``); returns the ones added."""
+    r = schema.performance_rollups
+    have = {c["name"] for c in inspect(conn).get_columns(r.name)}
+    table = conn.dialect.identifier_preparer.format_table(r)
+    added = []
+    for name in schema.SPEND_COLUMNS:
+        if name not in have:
+            column = CreateColumn(r.c[name]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column}")
+            added.append(name)
+    return added
 
 
 _INF = math.inf
@@ -243,10 +260,24 @@ class MetricsDatabase:
         with self.engine.begin() as conn:
             # The first opener claims the "rollups" key (a write: concurrent openers wait
             # on it) and folds any rows already there, e.g. one the original table created.
-            claimed = conn.execute(make_meta_claim(self.engine),
-                                   {"key": "rollups", "value": "1"})
-            if claimed.rowcount == 1:
+            claim = make_meta_claim(self.engine)
+            claimed = conn.execute(claim, {"key": "rollups", "value": "1"}).rowcount == 1
+            # Likewise "rollups_spend": a store whose roll-ups were made before the spend
+            # columns gains them here, in the same transaction, and its roll-up sums are
+            # rebuilt from the raw rows (whose metadata holds each event's cost).
+            upgraded = conn.execute(claim, {"key": _SPEND_KEY, "value": "1"}).rowcount == 1
+            if upgraded:
+                _add_spend_columns(conn)
+            if claimed:
                 self._fold_existing(conn)
+            elif upgraded:
+                started = time.monotonic()
+                conn.execute(delete(schema.performance_rollups))
+                sums, _bins, seen = _fold_rows(conn)
+                self._upsert(conn, sums, {})
+                log.info("metrics store %s: roll-ups gained cost and SLO columns, rebuilt "
+                         "from %d event(s) in %.1f s", self.url, seen,
+                         time.monotonic() - started)
 
     def _fold_existing(self, conn: Connection) -> int:
         sums, bins, seen = _fold_rows(conn)
@@ -257,7 +288,8 @@ class MetricsDatabase:
         """Recompute the roll-ups from the raw rows; returns the rows folded.
 
         Needed only when rows reached ``performance_events`` some other way than
-        ``record_event`` (another program, a restore, a hand edit).
+        ``record_event`` (another program, a restore, a hand edit, or a process of a
+        version before the spend columns writing to the store after it was upgraded).
         """
         self.flush()
         with self.engine.begin() as conn:
@@ -394,7 +426,10 @@ class MetricsDatabase:
         Keys: ``overall`` (total_requests, success_rate in percent, average_latency),
         ``endpoints`` (requests, errors, error_rate in percent), ``average_latency_by_
         event_type``, ``tokens_by_event_type``, ``latency_quantiles_by_event_type``
-        (p50/p95/p99), ``recent_events`` (newest first, ``recent`` of them).
+        (p50/p95/p99), ``cost`` (total_usd, unpriced_requests, by_model: requests,
+        cost_usd, unpriced_requests), ``slo`` (requests judged, met, goodput_ratio met /
+        judged or None, by_model the same), ``recent_events`` (newest first, ``recent``
+        of them).
 
         Example:
             >>> db.get_summary()["overall"]  # doctest: +SKIP

@@ -5,10 +5,14 @@ string chunks.
 With ``prefix="diffusion_llm"`` the Prometheus output starts with exactly the diffusion
 service's four families (requests_total, errors_total, latency_seconds, tokens_total:
 HELP and TYPE lines, labels, values, a blank line between families); after them comes
-one addition, ``<prefix>_request_duration_seconds``, a summary with p50/p95/p99 per
-event type. The InfluxDB output is the diffusion service's ``requests``, ``latency``
-and ``tokens`` points, then ``errors`` (per endpoint) and ``latency_quantiles``
-(p50/p95/p99 per event type).
+``<prefix>_request_duration_seconds``, a summary with p50/p95/p99 per event type, and
+the spend per model: ``<prefix>_cost_usd_total``, ``<prefix>_unpriced_requests_total``
+and ``<prefix>_slo_requests_total`` (``outcome`` met/missed), labelled ``model_id``. The
+InfluxDB output is the diffusion service's ``requests``, ``latency`` and ``tokens``
+points, then ``errors`` (per endpoint), ``latency_quantiles`` (p50/p95/p99 per event
+type) and ``cost`` (per ``model_id``: ``cost_usd``, ``unpriced_requests``, ``requests``,
+and ``slo_requests``/``slo_met`` when any request was judged). The JSON export's
+summary holds the same spend (``cost``, ``slo``).
 
 Example:
     >>> t = Totals()
@@ -136,6 +140,23 @@ def prometheus_lines(t: Totals, prefix: str) -> Iterator[str]:
         lines.append(f'{name}_sum{{event_type="{lab}"}} {_num(d)}\n')
         lines.append(f'{name}_count{{event_type="{lab}"}} {n}\n')
     yield "".join(lines)
+    # Spend per model (the live collector's cost_usd_total / unpriced_requests_total /
+    # slo_requests_total{objective="all"}, labelled by the store's model_id).
+    models = sorted(t.models.items())
+    yield "\n" + family("cost_usd_total", "Spend in USD of the requests with a known price",
+                        "counter", "model_id", {m: _num(c) for m, (_n, c, *_r) in models})
+    yield "\n" + family("unpriced_requests_total", "Requests with no known price (cost "
+                        "unknown, not 0)", "counter", "model_id",
+                        {m: u for m, (_n, _c, u, *_r) in models})
+    name = f"{prefix}_slo_requests_total"
+    lines = [f"\n# HELP {name} Requests judged against their model's SLO, by outcome (met: "
+             f"every objective)\n# TYPE {name} counter\n"]
+    for m, (_n, _c, _u, judged, met) in models:
+        if judged:
+            lab = _label(m)
+            lines.append(f'{name}{{model_id="{lab}",outcome="met"}} {met}\n')
+            lines.append(f'{name}{{model_id="{lab}",outcome="missed"}} {judged - met}\n')
+    yield "".join(lines)
 
 
 def _tag(value: str) -> str:
@@ -164,6 +185,14 @@ def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[s
         if h:
             fields = ",".join(f"p{round(q * 100)}={_num(quantile(h, q))}" for q in QUANTILES)
             lines.append(f"{m},type=latency_quantiles,event_type={_tag(et)} {fields} {ts}\n")
+    yield "".join(lines)
+    # Spend per model: cost_usd is always a float field (repr of a float).
+    lines = []
+    for model, (n, cost, unpriced, judged, met) in sorted(t.models.items()):
+        fields = f"cost_usd={_num(cost)},unpriced_requests={unpriced},requests={n}"
+        if judged:
+            fields += f",slo_requests={judged},slo_met={met}"
+        lines.append(f"{m},type=cost,model_id={_tag(model)} {fields} {ts}\n")
     yield "".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""What an event means: its endpoint, whether it failed, how many tokens it produced.
+"""What an event means: its endpoint, whether it failed, how many tokens it produced,
+what it cost and whether it met its SLO.
 
 One place, read by the writer (roll-ups), the summary's exact edges and the exports,
 so the three can never disagree.
@@ -25,6 +26,14 @@ non-empty ``error`` or ``error_type``.
 **Tokens**: ``token_count`` from the metadata when it is a whole number >= 0, else 0.
 ``estimate_tokens`` is for callers that only have the text.
 
+**Spend** (``spend``): ``cost_usd`` from the metadata when it is a finite number >= 0
+(an int or a float, not a bool): the request is *priced*; anything else (absent,
+``None``, negative, NaN, text) makes it *unpriced*, its cost unknown rather than 0, as
+``tinyllm_unpriced_requests_total`` counts it. ``slo_met`` when it is ``True`` or
+``False``: the request was *judged* against its model's SLO (every objective that
+applies; ``StoreObserver`` writes ``request.slo["all"]``) and met it or not; anything
+else: not judged.
+
 Example:
     >>> derive_endpoint("diffusion_generate_stream")
     'generate/stream'
@@ -38,9 +47,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["classify", "derive_endpoint", "estimate_tokens"]
+__all__ = ["classify", "derive_endpoint", "estimate_tokens", "spend"]
 
 _STREAM = "stream"
+#: Costs at or past this are not a price (and an int this big would not fit a float).
+_COST_MAX = 1e300
 
 
 def derive_endpoint(event_type: str) -> str:
@@ -99,3 +110,25 @@ def classify(metadata: Mapping[str, Any] | None) -> tuple[str | None, bool, int]
     elif kind is float and math.isfinite(raw) and raw >= 0 and raw.is_integer():
         tokens = int(raw)
     return endpoint, error, tokens
+
+
+def spend(metadata: Mapping[str, Any] | None) -> tuple[float | None, bool | None]:
+    """``(cost_usd or None when unpriced, slo_met or None when not judged)`` read from an
+    event's metadata (the rule in the module docstring).
+
+    The writer inlines this rule in ``writer.fold_events`` (it runs once per event
+    written); a test checks the two agree.
+
+    Example:
+        >>> spend({"cost_usd": 0.0025, "slo_met": True}), spend({"cost_usd": None})
+        ((0.0025, True), (None, None))
+    """
+    if not metadata:
+        return None, None
+    raw: Any = metadata.get("cost_usd")
+    kind = type(raw)
+    cost = None
+    if (kind is float or kind is int) and 0 <= raw < _COST_MAX:  # NaN fails the bound
+        cost = float(raw)
+    met: Any = metadata.get("slo_met")
+    return cost, met if met is True or met is False else None

@@ -6,8 +6,12 @@ rest is ours and derived from it, so it can always be rebuilt
 (``MetricsDatabase.rebuild_rollups``):
 
 * ``performance_rollups``: per hour and (event_type, endpoint, model_id): requests,
-  errors, duration sum, tokens. The summary and the exports read these, not the raw
-  rows, so they cost the same over a thousand events or a million.
+  errors, duration sum, tokens, and spend: the cost in USD of the priced requests,
+  how many had no price (``unpriced``), how many were judged against an SLO
+  (``slo_judged``) and met it (``slo_met``). The summary and the exports read these,
+  not the raw rows, so they cost the same over a thousand events or a million. The
+  spend columns came later (``SPEND_COLUMNS``): a store made before them gains them
+  when it opens (``MetricsDatabase``), with its roll-ups rebuilt from the raw rows.
 * ``performance_latency_bins``: per hour and (event_type, model_id): a fixed log-scale
   latency histogram (8 bins per doubling) for p50/p95/p99.
 * ``store_meta``: key/value; ``rollups`` marks that the roll-ups cover the raw rows.
@@ -36,6 +40,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION
 from sqlalchemy.ext.compiler import compiles
@@ -49,6 +54,7 @@ __all__ = [
     "BIN_NONE",
     "HIST_SECONDS",
     "ROLLUP_SECONDS",
+    "SPEND_COLUMNS",
     "bin_value",
     "latency_bin",
     "metadata_obj",
@@ -96,7 +102,7 @@ Index("ix_performance_events_timestamp", performance_events.c.timestamp)
 performance_rollups = Table(
     "performance_rollups",
     metadata_obj,
-    Column("bucket", Integer, primary_key=True),  # epoch seconds, a multiple of 60
+    Column("bucket", Integer, primary_key=True),  # epoch seconds, a multiple of 3600
     Column("event_type", Text, primary_key=True),
     Column("endpoint", Text, primary_key=True),
     Column("model_id", Text, primary_key=True),
@@ -104,8 +110,16 @@ performance_rollups = Table(
     Column("errors", Integer, nullable=False),
     Column("duration_sum", _Real, nullable=False),
     Column("tokens", Integer, nullable=False),
+    # Spend (added after the table first shipped, hence the defaults: ALTER TABLE ..
+    # ADD COLUMN .. NOT NULL needs one, and a new table is made the same way).
+    Column("cost_usd", _Real, nullable=False, server_default=text("0")),
+    Column("unpriced", Integer, nullable=False, server_default=text("0")),
+    Column("slo_judged", Integer, nullable=False, server_default=text("0")),
+    Column("slo_met", Integer, nullable=False, server_default=text("0")),
     sqlite_with_rowid=False,
 )
+#: The ``performance_rollups`` columns added after it first shipped, in table order.
+SPEND_COLUMNS = ("cost_usd", "unpriced", "slo_judged", "slo_met")
 
 performance_latency_bins = Table(
     "performance_latency_bins",
@@ -124,7 +138,6 @@ store_meta = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
-
 
 
 @compiles(CreateColumn, "sqlite")

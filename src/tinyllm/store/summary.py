@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from tinyllm.store import schema
-from tinyllm.store.writer import Bins, Event, Sums, fold_events, parse_metadata
+from tinyllm.store.writer import SUMS_FIELDS, Bins, Event, Sums, fold_events, parse_metadata
 
 __all__ = ["QUANTILES", "Totals", "build_summary", "plan_range", "quantile", "totals"]
 
@@ -49,17 +49,21 @@ def plan_range(
 
 
 class Totals:
-    """Per (event_type, endpoint) ``[requests, errors, duration_sum, tokens]`` and per
-    event_type latency histograms ``{bin: count}``."""
+    """Per (event_type, endpoint) ``[requests, errors, duration_sum, tokens]``, per
+    event_type latency histograms ``{bin: count}``, and per model ``[requests, cost_usd,
+    unpriced, slo_judged, slo_met]``."""
 
-    __slots__ = ("cells", "hist")
+    __slots__ = ("cells", "hist", "models")
 
     def __init__(self) -> None:
         self.cells: dict[tuple[str, str], list[Any]] = {}
         self.hist: dict[str, dict[int, int]] = {}
+        self.models: dict[str, list[Any]] = {}
 
     def add(self, event_type: str, endpoint: str, n: int, errors: int, dsum: float,
-            tokens: int) -> None:
+            tokens: int, model_id: str | None = None, cost_usd: float = 0.0,
+            unpriced: int = 0, slo_judged: int = 0, slo_met: int = 0) -> None:
+        """Add a roll-up row's sums; its spend counts for ``model_id`` when given."""
         acc = self.cells.get((event_type, endpoint))
         if acc is None:
             self.cells[(event_type, endpoint)] = [n, errors, dsum, tokens]
@@ -68,6 +72,16 @@ class Totals:
             acc[1] += errors
             acc[2] += dsum
             acc[3] += tokens
+        if model_id is not None:
+            spent = self.models.get(model_id)
+            if spent is None:
+                self.models[model_id] = [n, cost_usd, unpriced, slo_judged, slo_met]
+            else:
+                spent[0] += n
+                spent[1] += cost_usd
+                spent[2] += unpriced
+                spent[3] += slo_judged
+                spent[4] += slo_met
 
     def add_bin(self, event_type: str, b: int, count: int) -> None:
         h = self.hist.setdefault(event_type, {})
@@ -110,11 +124,13 @@ def totals(conn: Connection, since: float | None, until: float | None,
         schema.performance_events
     bucket, edges = plan_range(since, until, schema.ROLLUP_SECONDS)
     if bucket != _EMPTY:
-        query = select(r.c.event_type, r.c.endpoint, func.sum(r.c.requests),
-                       func.sum(r.c.errors), func.sum(r.c.duration_sum),
-                       func.sum(r.c.tokens)).group_by(r.c.event_type, r.c.endpoint)
-        for et, ep, n, errs, dsum, tok in conn.execute(_where(query, r, bucket, model_id)):
-            out.add(et, ep, int(n), int(errs), float(dsum), int(tok))
+        query = select(r.c.event_type, r.c.endpoint, r.c.model_id,
+                       *[func.sum(r.c[name]) for name in SUMS_FIELDS]).group_by(
+            r.c.event_type, r.c.endpoint, r.c.model_id)
+        for et, ep, mid, n, errs, dsum, tok, cost, unpriced, judged, met in conn.execute(
+                _where(query, r, bucket, model_id)):
+            out.add(et, ep, int(n), int(errs), float(dsum), int(tok), mid, float(cost),
+                    int(unpriced), int(judged), int(met))
     hist_bucket, hist_edges = plan_range(since, until, schema.HIST_SECONDS)
     # With one granularity for both (the default), the edges' histograms come out of
     # the same fold as their sums: the raw rows at the edges are read once.
@@ -125,8 +141,8 @@ def totals(conn: Connection, since: float | None, until: float | None,
         query = select(e.c.event_type, e.c.duration, e.c.model_id, e.c.timestamp,
                        e.c.metadata)
         fold_events(sums, scratch, {}, _edge_events(conn, _raw(query, edge, model_id)))
-        for (_bucket, et, ep, _model), (n, errs, dsum, tok) in sums.items():
-            out.add(et, ep, n, int(errs), dsum, tok)
+        for (_bucket, et, ep, mid), (n, errs, dsum, tok, *spent) in sums.items():
+            out.add(et, ep, n, int(errs), dsum, tok, mid, *spent)
         if edge_bins:
             for (_bucket, et, _model, bn), count in scratch.items():
                 out.add_bin(et, bn, count)
@@ -218,6 +234,37 @@ def summarise(t: Totals) -> dict[str, Any]:
         "latency_quantiles_by_event_type": {
             et: {f"p{round(q * 100)}": quantile(h, q) for q in QUANTILES}
             for et, h in sorted(t.hist.items()) if h
+        },
+        **_spend(t),
+    }
+
+
+def _ratio(met: int, judged: int) -> float | None:
+    return met / judged if judged else None
+
+
+def _spend(t: Totals) -> dict[str, Any]:
+    """The summary's ``cost`` and ``slo`` keys: totals, then per model."""
+    models = sorted(t.models.items())
+    judged = sum(j for _m, (_n, _c, _u, j, _met) in models)
+    met = sum(k for _m, (_n, _c, _u, _j, k) in models)
+    return {
+        "cost": {
+            "total_usd": math.fsum(c for _m, (_n, c, _u, _j, _k) in models),
+            "unpriced_requests": sum(u for _m, (_n, _c, u, _j, _k) in models),
+            "by_model": {
+                m: {"requests": n, "cost_usd": c, "unpriced_requests": u}
+                for m, (n, c, u, _j, _k) in models
+            },
+        },
+        "slo": {
+            "requests": judged,
+            "met": met,
+            "goodput_ratio": _ratio(met, judged),
+            "by_model": {
+                m: {"requests": j, "met": k, "goodput_ratio": _ratio(k, j)}
+                for m, (_n, _c, _u, j, k) in models if j
+            },
         },
     }
 

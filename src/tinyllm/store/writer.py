@@ -45,7 +45,8 @@ from tinyllm.store._codec import _make_encoder, parse_metadata
 from tinyllm.store.rules import classify, derive_endpoint
 
 __all__ = [
-    "Bins", "Event", "Row", "Sums", "Writer", "drop_reason", "fold_events", "parse_metadata",
+    "SUMS_FIELDS", "Bins", "Event", "Row", "Sums", "Writer", "drop_reason", "fold_events",
+    "parse_metadata",
 ]
 
 log = logging.getLogger("tinyllm.store")
@@ -56,12 +57,19 @@ Event = tuple[str, float, str, str, float, "dict[str, Any] | None"]
 #: duration, timestamp, metadata JSON text or None).
 Row = tuple[str, str, str, float, float, "str | None"]
 Redactor = Callable[[Any], Any]
+#: Roll-up increments: (bucket, event_type, endpoint, model_id) -> [requests, errors,
+#: duration_sum, tokens, cost_usd, unpriced, slo_judged, slo_met] (``SUMS_FIELDS``).
 Sums = dict[tuple[int, str, str, str], list[Any]]
 Bins = dict[tuple[int, str, str, int], int]
 #: ``insert(conn, rows)``: writes rows into ``performance_events``.
 Inserter = Callable[[Any, list[Row]], None]
 
+#: What a ``Sums`` value holds, in order: the ``performance_rollups`` columns they add to.
+SUMS_FIELDS = ("requests", "errors", "duration_sum", "tokens", "cost_usd", "unpriced",
+               "slo_judged", "slo_met")
+
 _RETRYABLE = ("db_locked", "db_unavailable")
+_COST_MAX = 1e300  # rules.spend's bound
 #: Most prepared batches committed in one transaction (and waiting to be).
 _GROUP = 8
 #: Events prepared between two GIL hand-overs (see ``Writer._prepare``): ~0.5 ms of work.
@@ -324,10 +332,8 @@ class Writer:
                     if acc is None:
                         sums[key] = v
                     else:
-                        acc[0] += v[0]
-                        acc[1] += v[1]
-                        acc[2] += v[2]
-                        acc[3] += v[3]
+                        for i, x in enumerate(v):
+                            acc[i] += x
                 for hkey, count in w.bins.items():
                     bins[hkey] = bins.get(hkey, 0) + count
         for attempt in (0, 1):
@@ -356,18 +362,18 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
     """Add ``events`` to ``sums``/``bins``: the one roll-up rule, used by the writer, the
     roll-up rebuild and the summary's exact edges.
 
-    Per event: the endpoint, error flag and tokens from ``rules.classify``, the hour,
-    and the latency bin of ``schema.latency_bin``. The loop keeps the hour of the last
-    event and computes the bin inline, because events mostly arrive in time order and
-    this loop runs once per event written (a test checks the inline bin against
-    ``schema.latency_bin``).
+    Per event: the endpoint, error flag and tokens from ``rules.classify``, the cost and
+    SLO outcome of ``rules.spend``, the hour, and the latency bin of
+    ``schema.latency_bin``. The loop keeps the hour of the last event and computes the
+    spend and the bin inline, because events mostly arrive in time order and this loop
+    runs once per event written (tests check both against the plain rules).
 
     Example:
         >>> sums, bins = {}, {}
         >>> fold_events(sums, bins, {}, [("diffusion_generate", 1.0, "m", "u", 7200.0,
-        ...                               {"token_count": 3})])
+        ...                               {"token_count": 3, "cost_usd": 0.5})])
         >>> sums
-        {(7200, 'diffusion_generate', 'generate', 'm'): [1, 0, 1.0, 3]}
+        {(7200, 'diffusion_generate', 'generate', 'm'): [1, 0, 1.0, 3, 0.5, 0, 0, 0]}
     """
     rg, hg = schema.ROLLUP_SECONDS, schema.HIST_SECONDS
     per_doubling = schema.BINS_PER_DOUBLING
@@ -376,13 +382,28 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
     bucket = hbucket = 0
     get_endpoint = endpoints.get
     for event_type, duration, model_id, _user, ts, md in events:
-        if md is None:
+        if md is None or not (type(md) is dict or isinstance(md, Mapping)):
             endpoint: str | None = None
             error = False
             tokens = 0
+            cost = 0.0
+            unpriced = True
+            slo: Any = None
         else:
-            endpoint, error, tokens = classify(
-                md if type(md) is dict or isinstance(md, Mapping) else None)
+            endpoint, error, tokens = classify(md)
+            # rules.spend, inlined: a float first (what the observer writes).
+            raw: Any = md.get("cost_usd")
+            kind = type(raw)
+            if kind is float and 0.0 <= raw < _COST_MAX:
+                cost = raw
+                unpriced = False
+            elif kind is int and 0 <= raw < _COST_MAX:
+                cost = float(raw)
+                unpriced = False
+            else:
+                cost = 0.0
+                unpriced = True
+            slo = md.get("slo_met")
         if endpoint is None:
             endpoint = get_endpoint(event_type)
             if endpoint is None:
@@ -395,12 +416,25 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
         key = (bucket, event_type, endpoint, model_id)
         acc = sums.get(key)
         if acc is None:
-            sums[key] = [1, int(error), duration, tokens]
+            sums[key] = [1, int(error), duration, tokens, cost, int(unpriced),
+                         int(slo is True or slo is False), int(slo is True)]
         else:
+            # Branches rather than adding zeros: most events add nothing to most sums.
             acc[0] += 1
-            acc[1] += error
+            if error:
+                acc[1] += 1
             acc[2] += duration
-            acc[3] += tokens
+            if tokens:
+                acc[3] += tokens
+            if unpriced:
+                acc[5] += 1
+            else:
+                acc[4] += cost
+            if slo is True:
+                acc[6] += 1
+                acc[7] += 1
+            elif slo is False:
+                acc[6] += 1
         if duration > 0.0:
             b = floor(log2(duration) * per_doubling)
             if b < lowest:
@@ -411,4 +445,3 @@ def fold_events(sums: Sums, bins: Bins, endpoints: dict[str, str],
             b = none
         hkey = (hbucket, event_type, model_id, b)
         bins[hkey] = bins.get(hkey, 0) + 1
-

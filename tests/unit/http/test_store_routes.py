@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route as StarletteRoute
 
 from tests.support.servers import TRANSPORTS, http_1_0_get, serving, uvicorn_server
-from tests.unit.store.conftest import seed_example
+from tests.unit.store.conftest import record_priced, seed_example
 from tinyllm.metrics import MetricsCollector
 from tinyllm.store import MetricsDatabase, store_asgi_app, store_routes
 
@@ -296,3 +297,32 @@ def test_standalone_asgi_app_with_the_default_prefix(
     with uvicorn_server(store_asgi_app(seeded_small(make_db))) as url:
         assert httpx.get(f"{url}/api/metrics").json()["overall"]["total_requests"] == 11
         assert httpx.get(f"{url}/api/metrics?since=yesterday").status_code == 400
+
+
+def test_summary_and_exports_carry_spend_by_model(
+    transport: str, make_db: Callable[..., MetricsDatabase]
+) -> None:
+    db = make_db()
+    record_priced(db)
+    gpt = 0.0123 + 0.0456 + 1e-7 + 0.3  # PRICED's gpt-4o costs, by hand
+    with serving(transport, store_routes(db, "/api/diffusion", "diffusion_llm")) as base:
+        url = f"{base}/api/diffusion/metrics"
+        cost = httpx.get(url).json()["cost"]
+        assert cost["total_usd"] == pytest.approx(gpt, abs=1e-9)
+        assert cost["by_model"]["mystery"]["unpriced_requests"] == 3
+        one = httpx.get(url, params={"model_id": "gpt-4o", "since": "1700000001"}).json()
+        assert one["cost"]["total_usd"] == pytest.approx(gpt - 0.0123, abs=1e-9)
+        assert one["slo"]["by_model"] == {
+            "gpt-4o": {"requests": 2, "met": 1, "goodput_ratio": 0.5}}
+        prom = httpx.get(f"{url}/export", params={"format": "prometheus"}).text
+        samples = {(s.name, s.labels.get("model_id")): s.value
+                   for f in text_string_to_metric_families(prom) for s in f.samples}
+        assert samples[("diffusion_llm_cost_usd_total", "gpt-4o")] == pytest.approx(gpt)
+        assert samples[("diffusion_llm_unpriced_requests_total", "mystery")] == 3
+        influx = httpx.get(f"{url}/export", params={"format": "influxdb",
+                                                    "model_id": "local"}).text
+        assert influx.splitlines()[-1].startswith(
+            "diffusion_llm,type=cost,model_id=local cost_usd=0.0,unpriced_requests=0,"
+            "requests=2,slo_requests=2,slo_met=2 ")
+        doc = httpx.get(f"{url}/export").json()
+        assert doc["summary"]["cost"]["by_model"]["gpt-4o"]["cost_usd"] == pytest.approx(gpt)

@@ -61,3 +61,34 @@ def seed_example(db: MetricsDatabase, ts: float = 1_700_000_000.0) -> None:
         db.record_event("diffusion_infill", 2.0, model_id="dream", timestamp=ts + 20 + i,
                         metadata={"token_count": 6, "error": "timeout" if i == 0 else None})
     assert db.flush()
+
+
+#: When ``PRICED`` starts (22:13:20 UTC): its events straddle whole roll-up hours.
+T0 = 1_700_000_000.0
+
+#: Priced events, (model, cost_usd or None, slo_met or None, seconds after T0): gpt-4o
+#: costs 0.3579001 in all, local 0.0 (priced at nothing), mystery is unpriced.
+PRICED: list[tuple[str, float | None, bool | None, float]] = [
+    ("gpt-4o", 0.0123, True, 0.0),
+    ("gpt-4o", 0.0456, False, 10.0),
+    ("gpt-4o", 1e-7, True, 3700.0),
+    ("gpt-4o", 0.3, None, 7300.0),
+    ("local", 0.0, True, 5.0),        # priced at nothing: not unpriced
+    ("local", 0.0, True, 4000.0),
+    ("mystery", None, None, 20.0),    # no known price
+    ("mystery", None, False, 3650.0),
+    ("mystery", None, None, 9000.0),
+]
+
+
+def record_priced(db: MetricsDatabase, events: list[tuple[str, float | None, bool | None,
+                                                          float]] = PRICED) -> None:
+    """Record ``events`` (default ``PRICED``) as ``llm_chat`` events of 0.5 s; flush."""
+    for model, cost, met, dt in events:
+        md: dict[str, Any] = {"token_count": 10, "success": met is not False}
+        if cost is not None:
+            md["cost_usd"] = cost
+        if met is not None:
+            md["slo_met"] = met
+        db.record_event("llm_chat", 0.5, model_id=model, timestamp=T0 + dt, metadata=md)
+    assert db.flush()

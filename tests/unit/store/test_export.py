@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tinyllm.metrics.catalog import CATALOG
 from tinyllm.store import DEFAULT_PREFIX, FORMATS, MetricsDatabase
 
-from .conftest import seed_example
+from .conftest import record_priced, seed_example
 
 # Verbatim from seed 004 ("Prometheus Format").
 SEED_PROMETHEUS = """\
@@ -203,3 +203,67 @@ def test_json_export_of_non_finite_values_written_behind_our_back(db: MetricsDat
                     " timestamp, metadata) VALUES ('m', 'u', 'x', 9e999, 5, NULL)")
     events = json.loads(db.export("json"))["events"]
     assert events[0]["duration"] == math.inf and events[0]["metadata"] is None
+
+
+def test_prometheus_export_has_spend_by_model(db: MetricsDatabase) -> None:
+    record_priced(db)
+    out = db.export("prometheus", prefix="diffusion_llm")
+    families = {f.name: f for f in text_string_to_metric_families(out)}
+    cost = families["diffusion_llm_cost_usd"]
+    assert cost.type == "counter"
+    got = {s.labels["model_id"]: s.value for s in cost.samples}
+    assert got == {"gpt-4o": pytest.approx(0.0123 + 0.0456 + 1e-7 + 0.3, abs=1e-9),
+                   "local": 0.0, "mystery": 0.0}
+    assert {s.name for s in cost.samples} == {"diffusion_llm_cost_usd_total"}
+    unpriced = families["diffusion_llm_unpriced_requests"]
+    assert unpriced.type == "counter"
+    assert {s.labels["model_id"]: s.value for s in unpriced.samples} == {
+        "gpt-4o": 0, "local": 0, "mystery": 3}
+    slo = families["diffusion_llm_slo_requests"]
+    assert {(s.labels["model_id"], s.labels["outcome"]): s.value for s in slo.samples} == {
+        ("gpt-4o", "met"): 2, ("gpt-4o", "missed"): 1, ("local", "met"): 2,
+        ("local", "missed"): 0, ("mystery", "met"): 0, ("mystery", "missed"): 1}
+    # The seed's families come first, unchanged.
+    assert out.startswith("# HELP diffusion_llm_requests_total Total number of requests\n")
+    only = db.export("prometheus", model_id="local")
+    assert 'tinyllm_store_cost_usd_total{model_id="local"} 0.0\n' in only
+    assert "gpt-4o" not in only
+
+
+def test_influxdb_export_has_a_cost_point_per_model(db: MetricsDatabase) -> None:
+    record_priced(db)
+    seed_example(db)  # a model with no spend at all: unpriced, not judged
+    out = db.export("influxdb", prefix="diffusion_llm", timestamp_ns=7)
+    cost = [line for line in out.splitlines() if ",type=cost," in line]
+    assert cost == [
+        "diffusion_llm,type=cost,model_id=dream cost_usd=0.0,unpriced_requests=15,"
+        "requests=15 7",
+        f"diffusion_llm,type=cost,model_id=gpt-4o cost_usd={0.0123 + 0.0456 + 1e-7 + 0.3!r},"
+        "unpriced_requests=0,requests=4,slo_requests=3,slo_met=2 7",
+        "diffusion_llm,type=cost,model_id=local cost_usd=0.0,unpriced_requests=0,requests=2,"
+        "slo_requests=2,slo_met=2 7",
+        "diffusion_llm,type=cost,model_id=mystery cost_usd=0.0,unpriced_requests=3,"
+        "requests=3,slo_requests=1,slo_met=0 7",
+    ]
+    weird = db.export("influxdb", model_id="gpt-4o", timestamp_ns=7)
+    assert "model_id=gpt-4o cost_usd=" in weird
+
+
+def test_json_export_summary_has_spend_and_the_events_their_cost(db: MetricsDatabase) -> None:
+    record_priced(db)
+    doc = json.loads(db.export("json"))
+    assert doc["summary"]["cost"]["total_usd"] == pytest.approx(0.3579001, abs=1e-9)
+    assert doc["summary"]["cost"]["by_model"]["mystery"]["unpriced_requests"] == 3
+    assert doc["summary"]["slo"]["by_model"]["gpt-4o"]["met"] == 2
+    assert math.fsum(e["metadata"].get("cost_usd", 0.0) for e in doc["events"]) == \
+        pytest.approx(0.3579001, abs=1e-9)
+
+
+def test_model_ids_are_escaped_in_labels_and_tags(db: MetricsDatabase) -> None:
+    db.record_event("x_a", 1.0, model_id='we "ird", m=1\\', metadata={"cost_usd": 0.25})
+    db.flush()
+    prom = db.export("prometheus")
+    samples = [s for f in text_string_to_metric_families(prom) for s in f.samples
+               if s.name.endswith("cost_usd_total")]
+    assert [(s.labels["model_id"], s.value) for s in samples] == [('we "ird", m=1\\', 0.25)]
+    assert 'model_id=we\\ "ird"\\,\\ m\\=1\\\\ cost_usd=0.25,' in db.export("influxdb")

@@ -49,3 +49,43 @@ def test_a_cancelled_request_is_stored_as_cancelled_not_as_an_error(
     stored = s["recent_events"][0]["metadata"]
     assert stored["status"] == "cancelled" and "success" not in stored
     assert stored["token_count"] == 3
+
+
+def test_each_requests_cost_and_slo_outcome_reach_the_summary(db: MetricsDatabase) -> None:
+    # The lifecycle prices and judges each request (a price table and an SLO of the
+    # test's own); the store's sums are those figures, request by request.
+    from prometheus_client import CollectorRegistry
+
+    from tinyllm import accounting
+    from tinyllm.pricing import ModelPrice, PriceTable
+    from tinyllm.slo import parse_slo
+
+    accounting.configure_prices(PriceTable({"priced": ModelPrice(input=1.5, output=6.0)}))
+    accounting.configure_slo(parse_slo({"slo": {"default": {"e2e": 60}}}))
+    try:
+        lifecycle = RequestLifecycle(MetricsCollector(registry=CollectorRegistry()))
+        lifecycle.add_observer(StoreObserver(db))
+        requests = []
+        for i in range(5):
+            with lifecycle.start("priced", request_type="chat") as req:
+                req.usage(input_tokens=1000 * (i + 1), output_tokens=333 * i)
+            requests.append(req)
+        with pytest.raises(TimeoutError), lifecycle.start("priced", request_type="chat") as req:
+            req.usage(input_tokens=10, output_tokens=0)
+            raise TimeoutError
+        requests.append(req)
+        with lifecycle.start("unknown-model", request_type="chat") as req:
+            req.usage(input_tokens=10, output_tokens=10)
+        requests.append(req)
+    finally:
+        accounting.configure_prices(None)
+        accounting.configure_slo(None)
+    assert db.flush()
+    costs = [r.cost_usd for r in requests if r.cost_usd is not None]
+    assert len(costs) == 6 and requests[-1].cost_usd is None
+    cost = db.get_summary()["cost"]
+    assert cost["total_usd"] == pytest.approx(sum(costs), abs=1e-9)
+    assert cost["by_model"]["unknown-model"] == {"requests": 1, "cost_usd": 0.0,
+                                                 "unpriced_requests": 1}
+    slo = db.get_summary()["slo"]["by_model"]["priced"]
+    assert slo == {"requests": 6, "met": 5, "goodput_ratio": pytest.approx(5 / 6)}

@@ -1,11 +1,13 @@
-"""The endpoint rule, the token estimate and what makes an event an error."""
+"""The endpoint rule, the token estimate, what makes an event an error, and its spend."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from tinyllm.store import derive_endpoint, estimate_tokens
-from tinyllm.store.rules import classify
+from tinyllm.store.rules import classify, spend
 from tinyllm.store.schema import BIN_NONE, bin_value, latency_bin
 
 
@@ -69,3 +71,27 @@ def test_latency_bins_are_monotonic_and_within_4_4_percent() -> None:
         previous = b
         value *= 1.013
     assert latency_bin(0.0) == BIN_NONE and bin_value(BIN_NONE) == 0.0
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    (None, (None, None)),
+    ({}, (None, None)),
+    ({"cost_usd": 0.0025}, (0.0025, None)),
+    ({"cost_usd": 0.0}, (0.0, None)),  # priced at nothing (a local model): not unpriced
+    ({"cost_usd": 3}, (3.0, None)),
+    ({"cost_usd": None}, (None, None)),
+    ({"cost_usd": -0.5}, (None, None)),
+    ({"cost_usd": math.nan}, (None, None)),
+    ({"cost_usd": math.inf}, (None, None)),
+    ({"cost_usd": 2**1100}, (None, None)),
+    ({"cost_usd": True}, (None, None)),
+    ({"cost_usd": "0.1"}, (None, None)),
+    ({"slo_met": True}, (None, True)),
+    ({"slo_met": False, "cost_usd": 1e-7}, (1e-7, False)),
+    ({"slo_met": 1}, (None, None)),
+    ({"slo_met": None}, (None, None)),
+])
+def test_spend(metadata: dict[str, object] | None, expected: tuple[object, ...]) -> None:
+    got = spend(metadata)
+    assert got == expected
+    assert got[0] is None or type(got[0]) is float

@@ -22,7 +22,7 @@ from tinyllm.metrics import MetricsCollector
 from tinyllm.redaction import RedactionPolicy, configure_redaction, reset_redaction
 from tinyllm.store import MetricsDatabase, schema
 from tinyllm.store._statements import make_insert, make_upsert
-from tinyllm.store.rules import classify, derive_endpoint
+from tinyllm.store.rules import classify, derive_endpoint, spend
 from tinyllm.store.writer import Bins, Sums, fold_events, parse_metadata
 
 from .conftest import dropped
@@ -32,25 +32,34 @@ durations = st.one_of(
     st.floats(min_value=1e-12, max_value=1e-6), st.floats(min_value=3e4, max_value=1e300))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 300),
                     st.floats(allow_nan=False), st.text(max_size=12))
-metadata = st.one_of(st.none(), st.dictionaries(
-    st.sampled_from(["token_count", "success", "error", "error_type", "endpoint", "alg"]),
-    scalars, max_size=6))
+costs = st.one_of(scalars, st.floats(min_value=0.0, max_value=10.0), st.just(math.nan),
+                 st.just(math.inf), st.just(2**1100), st.just(1e300))
+metadata = st.one_of(st.none(), st.lists(st.integers(), max_size=2), st.dictionaries(
+    st.sampled_from(["token_count", "success", "error", "error_type", "endpoint", "alg",
+                     "slo_met"]),
+    scalars, max_size=6).flatmap(lambda md: st.one_of(
+        st.just(md), costs.map(lambda c: {**md, "cost_usd": c}))))
 
 
 def _reference(events: list[tuple[str, float, str, float, Any]]) -> tuple[Sums, Bins]:
-    """The roll-up rule written plainly: classify, derive_endpoint, latency_bin."""
+    """The roll-up rule written plainly: classify, spend, derive_endpoint, latency_bin."""
     sums: Sums = {}
     bins: Bins = {}
     for event_type, duration, model_id, ts, md in events:
         endpoint, error, tokens = classify(md if isinstance(md, Mapping) else None)
+        cost, met = spend(md if isinstance(md, Mapping) else None)
         endpoint = endpoint or derive_endpoint(event_type)
         key = (int(ts // schema.ROLLUP_SECONDS) * schema.ROLLUP_SECONDS, event_type,
                endpoint, model_id)
-        acc = sums.setdefault(key, [0, 0, 0.0, 0])
+        acc = sums.setdefault(key, [0, 0, 0.0, 0, 0.0, 0, 0, 0])
         acc[0] += 1
         acc[1] += int(error)
         acc[2] += duration
         acc[3] += tokens
+        acc[4] += cost or 0.0
+        acc[5] += cost is None
+        acc[6] += met is not None
+        acc[7] += met is True
         hkey = (int(ts // schema.HIST_SECONDS) * schema.HIST_SECONDS, event_type, model_id,
                 schema.latency_bin(duration))
         bins[hkey] = bins.get(hkey, 0) + 1
@@ -69,9 +78,12 @@ def test_fold_events_is_the_plain_rule(events: list[tuple[str, float, str, float
     want_sums, want_bins = _reference(events)
     assert bins == want_bins
     assert sums.keys() == want_sums.keys()
-    for key, (n, errs, dsum, tokens) in sums.items():
-        assert [n, errs, tokens] == [want_sums[key][0], want_sums[key][1], want_sums[key][3]]
-        assert dsum == pytest.approx(want_sums[key][2])
+    for key, (n, errs, dsum, tokens, cost, *counts) in sums.items():
+        want = want_sums[key]
+        assert [n, errs, tokens, *counts] == [want[0], want[1], want[3], *want[5:]]
+        assert dsum == pytest.approx(want[2])
+        assert cost == pytest.approx(want[4], abs=1e-12)
+        assert all(type(v) is int for v in counts) and type(cost) is float
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 1000, 2000, 2001, 4097])
@@ -95,7 +107,8 @@ def test_multi_row_upsert_adds_to_existing_rows(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     schema.metadata_obj.create_all(engine)
     upsert = make_upsert(engine)
-    sums: Sums = {(3600 * i, "t", "e", "m"): [1, 0, 0.5, 2] for i in range(2500)}
+    sums: Sums = {(3600 * i, "t", "e", "m"): [1, 0, 0.5, 2, 0.25, 1, 1, 1]
+                  for i in range(2500)}
     bins: Bins = {(3600 * (i // 50), "t", "m", i % 50): 1 for i in range(5000)}
     with engine.begin() as conn:
         upsert(conn, sums, bins)
@@ -103,6 +116,9 @@ def test_multi_row_upsert_adds_to_existing_rows(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "m.db") as raw:
         assert raw.execute("SELECT count(*), sum(requests), sum(tokens), min(requests) FROM "
                            "performance_rollups").fetchone() == (2500, 5000, 10000, 2)
+        assert raw.execute("SELECT sum(cost_usd), sum(unpriced), sum(slo_judged), "
+                           "sum(slo_met), min(cost_usd) FROM performance_rollups"
+                           ).fetchone() == (1250.0, 5000, 5000, 5000, 0.5)
         assert raw.execute("SELECT count(*), sum(count) FROM performance_latency_bins"
                            ).fetchone() == (5000, 10000)
     engine.dispose()
