@@ -23,10 +23,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support.servers import free_port
+from tinyllm.accounting import configure_prices, configure_slo
 from tinyllm.http import MetricsServer, start_metrics_server
 from tinyllm.lifecycle import RequestLifecycle
 from tinyllm.metrics import MetricsCollector
 from tinyllm.metrics.gpu import update_gpu_metrics
+from tinyllm.pricing import ModelPrice, PriceTable
+from tinyllm.slo import Objectives, SLOConfig
 
 CLI = [sys.executable, "-m", "tinyllm"]
 WIDTH, HEIGHT = 80, 24
@@ -54,8 +57,26 @@ class Endpoint:
         self.server = start_metrics_server(port=self.server.port, registry=self.registry)
 
 
+#: chat-a's price, USD per million tokens: each of its requests (10 in, 4 out) costs
+#: 0.0018 USD, so its spend is 6.48 USD an hour per request a second. chat-b is unpriced.
+PRICE = ModelPrice(input=100.0, output=200.0)
+USD_PER_HOUR_PER_REQUEST_PER_S = (10 * 100.0 + 4 * 200.0) / 1e6 * 3600
+MONEY_COLUMNS = ("model", "$/h", "good/s", "judged/s", "good%", "target")
+
+
 @pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
+def accounting() -> Iterator[None]:
+    """Before the endpoint's collector exists: chat-a priced, every model held to
+    TTFT <= 0.5 s and e2e <= 5 s with a 99 % target (chat-b, always failing, misses)."""
+    configure_prices(PriceTable({"chat-a": PRICE}))
+    configure_slo(SLOConfig(Objectives(ttft=0.5, e2e=5.0, target=0.99)))
+    yield
+    configure_prices(None)
+    configure_slo(None)
+
+
+@pytest.fixture
+def endpoint(accounting: None) -> Iterator[Endpoint]:
     registry = CollectorRegistry()
     collector = MetricsCollector(registry=registry, namespace="tinyllm")
     served = Endpoint(registry, collector, RequestLifecycle(collector),
@@ -196,6 +217,21 @@ def rows(screen: Screen) -> dict[str, dict[str, str]]:
     return found
 
 
+def money_rows(screen: Screen) -> dict[str, dict[str, str]]:
+    """The spend and goodput table: model name -> column -> the figure as shown."""
+    at = next((i for i, line in enumerate(screen) if line.split()[:2] == ["model", "$/h"]),
+              None)
+    if at is None:
+        return {}
+    assert tuple(screen[at].split()) == MONEY_COLUMNS, screen[at]
+    found = {}
+    for line in screen[at + 1:]:
+        fields = line.split()
+        if len(fields) == len(MONEY_COLUMNS):
+            found[fields[0]] = dict(zip(MONEY_COLUMNS, fields, strict=True))
+    return found
+
+
 def number(figure: str) -> float:
     """A figure as shown, as a number ("—", no figure: NaN, which compares false)."""
     return float("nan") if figure == "—" else float(figure.rstrip("%k"))
@@ -203,10 +239,10 @@ def number(figure: str) -> float:
 
 def header_figure(screen: Screen, label: str) -> str:
     """The figure after ``label`` in the totals lines (``req/s 12.3`` -> ``12.3``)."""
-    for line in screen[:4]:
+    for line in screen[:5]:
         if f"{label} " in line:
             return line.split(f"{label} ", 1)[1].split()[0]
-    raise AssertionError(f"no {label!r} in the header:\n" + "\n".join(screen[:6]))
+    raise AssertionError(f"no {label!r} in the header:\n" + "\n".join(screen[:7]))
 
 
 def assert_fits(screen: Screen) -> None:
@@ -254,11 +290,32 @@ def test_live_rows_match_the_traffic_and_q_quits(
     assert screen[3].startswith("GPU 0 3.0/80 GiB 42% busy")
     assert any("figures over the last" in line for line in screen)
 
+    # Spend and goodput, from the same two scrapes: chat-a's spend per hour follows its
+    # request rate at its price; chat-b has no price, so it is "unpriced", never 0.
+    money = money_rows(screen)
+    assert {"chat-a", "chat-b"} <= money.keys(), "\n".join(screen)
+    ma, mb = money["chat-a"], money["chat-b"]
+    expected = number(a["req/s"]) * USD_PER_HOUR_PER_REQUEST_PER_S
+    assert 0.75 * expected <= number(ma["$/h"]) <= 1.25 * expected, (ma, a)
+    assert mb["$/h"] == "unpriced"
+    # Goodput: every chat-a request meets the objectives, no chat-b request does.
+    assert 0.75 <= number(ma["good/s"]) / number(a["req/s"]) <= 1.25, (ma, a)
+    assert ma["good%"] == "100.0%" and ma["target"] == "99.0%"
+    assert mb["good/s"] == "0.00" and mb["good%"] == "0.0%"
+    assert 5 <= number(mb["judged/s"]) <= 20
+    assert number(header_figure(screen, "spend $/h")) > 0
+    assert number(header_figure(screen, "$/s")) > 0
+    assert number(header_figure(screen, "unpriced req")) >= 1
+    assert 50 <= number(header_figure(screen, "of judged")) <= 80  # 20 good of 30 a second
+
     traffic.close()  # no traffic: the next windows show no requests and no error rate
     screen = terminal.wait_for("an idle window", lambda s: {
         r["req/s"] for r in rows(s).values()} == {"0.00"})
     assert {r["err%"] for r in rows(screen).values()} == {"—"}
     assert rows(screen)["chat-a"]["act"] == "0"
+    idle = money_rows(screen)
+    assert idle["chat-a"]["$/h"] == "0.00" and idle["chat-b"]["$/h"] == "unpriced"
+    assert {r["good%"] for r in idle.values()} == {"—"}  # nothing judged in the window
 
     assert_restored(terminal, terminal.quit_with("q"))
 
@@ -277,6 +334,8 @@ def test_first_frame_has_no_rates_and_q_does_not_wait_for_the_interval(
     assert row["err%"] == "0.0%"  # since the server started
     assert header_figure(screen, "req/s") == "—"
     assert any("first scrape" in line for line in screen)
+    assert money_rows(screen)["chat-a"]["$/h"] == "—"  # a rate needs two scrapes
+    assert header_figure(screen, "spend $/h") == "—"
     assert_restored(terminal, terminal.quit_with("q"))
 
 

@@ -15,8 +15,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tinyllm.accounting import configure_prices, configure_slo
 from tinyllm.http import dashboard
 from tinyllm.metrics import MetricsCollector
+from tinyllm.pricing import ModelPrice, PriceTable
+from tinyllm.slo import Objectives, SLOConfig
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TINYLLM_TEST_ARTIFACTS", REPO / ".artifacts"))
@@ -24,11 +27,25 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # What the probe of this machine kind found Chromium needs here (no network, as root).
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CHARTS = 8
+CHARTS = 11  # eight in the grid; spend, goodput and attainment in their panels
+#: USD per million output tokens of the failing backend: 4 tokens a request, 0.004 USD.
+FLAKY_PRICE = ModelPrice(input=0.0, output=1000.0)
 
 
 @pytest.fixture
-def served(default_collector: MetricsCollector,
+def accounting() -> Iterator[None]:
+    """Before the process-wide collector exists: the failing backend priced, the
+    embedded model free (it runs here), a third model unpriced; every model held to
+    generous objectives (a failed request still misses them), target 90 %."""
+    configure_prices(PriceTable({"flaky-backend": FLAKY_PRICE}))
+    configure_slo(SLOConfig(Objectives(ttft=30.0, e2e=60.0, target=0.9)))
+    yield
+    configure_prices(None)
+    configure_slo(None)
+
+
+@pytest.fixture
+def served(accounting: None, default_collector: MetricsCollector,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from tinyllm import start_metrics_server
 
@@ -61,10 +78,19 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     return page, errors
 
 
-def scraped_requests(url: str) -> float:
+def scraped(url: str, name: str = "tinyllm_requests_total", **where: str) -> float:
+    """The sum of ``name``'s samples (those whose labels match ``where``) in /metrics."""
     text = httpx.get(f"{url}/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text)
-               for s in f.samples if s.name == "tinyllm_requests_total")
+               for s in f.samples if s.name == name
+               and all(s.labels.get(k) == v for k, v in where.items()))
+
+
+def table(page: Any, selector: str) -> dict[str, list[str]]:
+    """A table's rows by their first cell, each as the texts of its cells."""
+    rows = page.eval_on_selector_all(
+        f"{selector} tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    return {row[0]: row for row in rows}
 
 
 def drive_traffic() -> None:
@@ -76,6 +102,8 @@ def drive_traffic() -> None:
         for _ in range(2):
             assert local.generate("Question: What is 2+2?\nAnswer:", max_tokens=6).text
     lc = get_lifecycle()
+    with lc.start("mystery-model", request_type="chat") as req:  # no price anywhere
+        req.usage(input_tokens=5, output_tokens=2)
     for i in range(9):
         try:
             with lc.start("flaky-backend", request_type="stream") as req:
@@ -93,6 +121,9 @@ def test_the_dashboard_from_empty_to_live_in_a_real_browser(served: str, browser
     assert page.text_content("#total-requests") == "0"
     assert page.eval_on_selector_all("[data-drawn='1']", "els => els.length") == CHARTS
     assert page.is_visible("#models-empty")
+    assert page.text_content("#spent-total") == "$0.00"
+    assert page.is_visible("#spend-empty") and page.is_visible("#slo-empty")
+    assert not page.is_visible("#unpriced-figure")
 
     drive_traffic()
     time.sleep(1.5)  # the sampler's next looks
@@ -100,17 +131,52 @@ def test_the_dashboard_from_empty_to_live_in_a_real_browser(served: str, browser
     page.wait_for_function(f"Number(document.body.dataset.refreshed) >= {refreshed + 2}",
                            timeout=15000)
     assert not page.is_visible("#empty-state")
-    assert float(page.text_content("#total-requests") or "nan") == scraped_requests(served)
+    assert float(page.text_content("#total-requests") or "nan") == scraped(served)
     assert page.text_content("#total-errors") == "3"
-    rows = page.eval_on_selector_all(
-        "#models tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
-    by_model = {row[0]: row for row in rows}
-    assert set(by_model) == {"gemma3-270m", "flaky-backend"}
+    by_model = table(page, "#models")
+    assert set(by_model) == {"gemma3-270m", "flaky-backend", "mystery-model"}
     assert by_model["flaky-backend"][1] == "9" and by_model["flaky-backend"][3] == "33.3 %"
     assert by_model["gemma3-270m"][3] == "0.0 %"
     assert by_model["gemma3-270m"][6] != "—"  # a real TTFT from the embedded model
     assert "No GPU figures" in (page.text_content("#gpu") or "")
     assert page.eval_on_selector_all("canvas", "els => els.length") >= CHARTS
+
+    # Spend: what /metrics counted, 9 failing-backend requests at 0.004 USD; the
+    # embedded model runs here (free); the third model has no price: unpriced, never $0.
+    spent = scraped(served, "tinyllm_cost_usd_total")
+    assert spent == pytest.approx(9 * 0.004)
+    assert page.text_content("#spent-total") == "$0.04"  # 0.036, to the cent
+    assert page.text_content("#unpriced-total") == "1" and page.is_visible("#unpriced-figure")
+    spend = table(page, "#spend-models")
+    assert set(spend) == {"gemma3-270m", "flaky-backend", "mystery-model"}
+    assert spend["flaky-backend"][1] == "$0.04" and spend["gemma3-270m"][1] == "$0.00"
+    assert spend["mystery-model"][1:] == ["unpriced", "unpriced", "1"]
+    assert spend["flaky-backend"][2].startswith("$")  # USD/h over the last minute
+    per_hour = [v for v in httpx.get(f"{served}/dashboard/data").json()["series"][
+        "cost_usd_per_h"] if v]
+    assert per_hour and sum(per_hour) > 0  # the chart has real points
+    legend = page.eval_on_selector_all("#chart-spend .u-legend .u-label",
+                                       "els => els.map(e => e.textContent)")
+    assert "total" in legend and "flaky-backend" in legend and "mystery-model" not in legend
+
+    # Goodput: every request judged; the failing backend's 3 errors miss their objectives.
+    slo = table(page, "#slo-models")
+    assert set(slo) == {"gemma3-270m", "flaky-backend", "mystery-model"}
+    met = scraped(served, "tinyllm_slo_requests_total", model="flaky-backend",
+                  objective="all", outcome="met")
+    assert met == 6
+    assert slo["flaky-backend"][1] == "90.0 %"  # the target
+    assert slo["flaky-backend"][2] == "66.7 %"  # attained over the last minute
+    assert page.eval_on_selector_all(
+        "#slo-models td[data-model='flaky-backend'] ~ td.lines div",
+        "els => els.map(e => e.textContent)") == [
+        "ttft ≤ 30.00 s: 66.7 % (6/9)", "e2e ≤ 60.00 s: 66.7 % (6/9)", "all: 66.7 % (6/9)"]
+    assert slo["gemma3-270m"][2] == "100.0 %"
+    assert page.text_content("#slo-target") == "90.0 %"
+    assert not page.is_visible("#slo-empty")
+    assert page.eval_on_selector_all("#chart-goodput .u-legend .u-label",
+                                     "els => els.map(e => e.textContent)") == [
+        "Time", "good", "judged"]
     assert errors == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tinyllm.grafana import interpolate
+from tinyllm.grafana.overview import SLO_BUCKETS
 from tinyllm.metrics.catalog import ALERTS, CATALOG, Kind, full_name
 from tinyllm.metrics.render import render_alert_rules
 
@@ -120,7 +121,10 @@ ENTRIES = parse_queries(QUERIES_MD.read_text())
 SEEDS = [e for e in ENTRIES if e.source != "dashboard"]
 DASHBOARD = [e for e in ENTRIES if e.source == "dashboard"]
 #: Grafana's variables, filled in as Grafana would (All models; a rate window).
-GRAFANA_VARIABLES = {"model": ".*", "__rate_interval": "5m"}
+# The overview's variables as Grafana fills them in: every model, a rate window, the time
+# range, and each exact-bucket threshold at its default.
+GRAFANA_VARIABLES = {"model": ".*", "__rate_interval": "5m", "__range": "1h",
+                     **{var: le for var, _, le in SLO_BUCKETS.values()}}
 
 
 def test_queries_md_covers_every_seed_and_status() -> None:

@@ -3,14 +3,18 @@ observations (not the whole history), resets, per model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tinyllm.accounting import configure_prices, configure_slo
 from tinyllm.lifecycle import RequestLifecycle
 from tinyllm.metrics import MetricsCollector
 from tinyllm.metrics.window import FAMILIES, Snapshot, window
+from tinyllm.pricing import ModelPrice, PriceTable
+from tinyllm.slo import Objectives, SLOConfig
 
 
 @pytest.fixture
@@ -97,9 +101,10 @@ def _names_read(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     read: set[str] = set()
     values, buckets = Snapshot.values, Snapshot.buckets
 
-    def track_values(self: Snapshot, name: str, by: str | None = None) -> dict[str, float]:
+    def track_values(self: Snapshot, name: str, by: str | None = None,
+                     where: Mapping[str, str] | None = None) -> dict[str, float]:
         read.add(name)
-        return values(self, name, by)
+        return values(self, name, by, where)
 
     def track_buckets(self: Snapshot, name: str,
                       by: str | None = None) -> dict[str, dict[float, float]]:
@@ -127,6 +132,8 @@ def test_window_reads_only_the_families_a_restricted_snapshot_keeps(
         raise TimeoutError("slow")
     collector.increment_cache_hit("memory")
     collector.update_circuit_breaker_state("open", "m")
+    with lc.start("unpriced-model", request_type="chat"):
+        pass
     full_after = Snapshot.from_registry(registry, t=2.0)
     kept_after = Snapshot.from_registry(registry, t=2.0, families=FAMILIES)
 
@@ -154,3 +161,70 @@ def test_a_snapshot_from_the_registry_equals_one_from_its_text(
                 for k, rows in samples.items()}
 
     assert canonical(direct) == canonical(parsed)
+
+
+@pytest.fixture
+def accounted() -> Iterator[tuple[CollectorRegistry, RequestLifecycle]]:
+    """``m`` priced at 100 USD per million input and 200 per million output tokens,
+    other models unpriced; TTFT <= 0.5 s and e2e <= 5 s, target 99 %."""
+    configure_prices(PriceTable({"m": ModelPrice(input=100.0, output=200.0)}))
+    configure_slo(SLOConfig(Objectives(ttft=0.5, e2e=5.0, target=0.99)))
+    registry = CollectorRegistry()
+    yield registry, RequestLifecycle(MetricsCollector(registry=registry))
+    configure_prices(None)
+    configure_slo(None)
+
+
+def test_spend_rate_and_goodput_over_the_window(
+    accounted: tuple[CollectorRegistry, RequestLifecycle],
+) -> None:
+    registry, lc = accounted
+    with lc.start("m", request_type="chat") as req:  # before the window: not counted
+        req.usage(input_tokens=10_000, output_tokens=10_000)
+    before = Snapshot.from_registry(registry, t=0.0)
+    for _ in range(4):  # each 1000 in + 500 out: 0.1 + 0.1 = 0.2 USD
+        with lc.start("m", request_type="stream") as req:
+            req.token(2)
+            req.usage(input_tokens=1000, output_tokens=500)
+    with pytest.raises(TimeoutError), lc.start("m"):  # misses every objective
+        raise TimeoutError
+    with lc.start("other", request_type="stream") as req:
+        req.token(2)
+    figures = window(before, Snapshot.from_registry(registry, t=4.0))
+    m, other, totals = figures["models"]["m"], figures["models"]["other"], figures["totals"]
+    assert m["cost_usd"] == pytest.approx(0.8)
+    assert m["cost_usd_per_s"] == pytest.approx(0.2)  # 720 USD an hour
+    assert m["unpriced"] is False and m["unpriced_requests"] == 0
+    # Goodput: the counter's rate over the window, beside every judged request.
+    assert (m["good_requests"], m["judged_requests"]) == (4.0, 5.0)
+    assert (m["good_per_s"], m["judged_per_s"]) == (1.0, 1.25)
+    assert m["good_share"] == pytest.approx(0.8) and m["slo_target"] == 0.99
+    # A model with no price: its cost is unknown (None), never 0.
+    assert other["cost_usd"] is None and other["cost_usd_per_s"] is None
+    assert other["unpriced"] is True and other["unpriced_requests"] == 1.0
+    assert other["good_per_s"] == 0.25 and other["good_share"] == 1.0
+    assert totals["cost_usd_per_s"] == pytest.approx(0.2)
+    assert totals["cost_usd_per_s_by_model"] == {"m": pytest.approx(0.2)}
+    assert totals["unpriced"] is False and totals["unpriced_requests"] == 1.0
+    assert (totals["good_per_s"], totals["judged_per_s"]) == (1.25, 1.5)
+    assert totals["slo_target"] == 0.99
+
+    idle = window(Snapshot.from_registry(registry, t=4.0),
+                  Snapshot.from_registry(registry, t=6.0))
+    assert idle["models"]["m"]["cost_usd_per_s"] == 0.0
+    assert idle["models"]["other"]["cost_usd_per_s"] is None  # still unpriced, not free
+    assert idle["models"]["m"]["good_per_s"] == 0.0
+    assert idle["models"]["m"]["good_share"] is None  # nothing judged: no share
+
+
+def test_without_an_slo_goodput_is_none_and_the_first_window_has_no_rates(
+    setup: tuple[CollectorRegistry, MetricsCollector, RequestLifecycle],
+) -> None:
+    registry, _, lc = setup
+    with lc.start("m", request_type="chat"):
+        pass
+    first = window(None, Snapshot.from_registry(registry, t=1.0))
+    assert first["totals"]["cost_usd_per_s"] is None
+    row = first["models"]["m"]
+    assert row["good_per_s"] is None and row["good_share"] is None
+    assert row["slo_target"] is None

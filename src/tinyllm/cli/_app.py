@@ -104,7 +104,7 @@ def _configure_accounting(prices: str | None, slo: str | None) -> None:
         if not path:
             continue
         try:
-            configure(path)  # type: ignore[operator]
+            configure(path)
         except (PriceError, SLOError) as exc:
             source = option if given is not None else f"${env}"
             fail(f"{source}: " + "\n".join(exc.problems), 2)

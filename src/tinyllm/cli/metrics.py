@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -179,9 +180,65 @@ def _render(summary: dict[str, Any], gpu_reason: str | None) -> Table:
                      f"{used:.2f} GiB used, {_fmt(gpu['utilization_percent'])} % busy"))
     if not summary["gpus"]:
         rows.append(("GPU", f"no GPU figures: {gpu_reason}"))
+    rows += _cost_rows(summary["cost"]) + _slo_rows(summary["slo"])
     for name, value in rows:
         table.add_row(Text(name), Text(value))
     return table
+
+
+def _usd(value: float | None) -> str:
+    """Dollars with enough decimals to show a small spend: ``$12.30``, ``$0.0040``."""
+    if value is None:
+        return "—"
+    if value == 0 or abs(value) >= 0.01:
+        return f"${value:,.2f}"
+    decimals = min(8, 1 - math.floor(math.log10(abs(value))))
+    return f"${value:.{decimals}f}"
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{_fmt(n)} {word}{'' if n == 1 else 's'}"
+
+
+def _cost_rows(cost: dict[str, Any]) -> list[tuple[str, str]]:
+    unpriced = cost["unpriced_by_model"]
+    total = _usd(cost["total_usd"])
+    if unpriced:  # the total leaves their cost out: say so rather than under-report
+        total += f" + {_plural(cost['unpriced_requests'], 'unpriced request')}"
+    rows = [("spend (USD)", total)]
+    for model in sorted(set(cost["by_model_usd"]) | set(unpriced)):
+        parts = [_usd(cost["by_model_usd"][model])] if model in cost["by_model_usd"] else []
+        if model in unpriced:  # unknown, not free: never shown as $0
+            parts.append(f"unpriced ({_plural(unpriced[model], 'request')})")
+        rows.append((f"  spend [{model}]", " + ".join(parts)))
+    for key, spent in cost["by_key_usd"].items():
+        rows.append((f"  spend [key {key}]", _usd(spent)))
+    for key, left in cost["budget_remaining_usd_by_key"].items():
+        rows.append((f"  budget left [key {key}]", _usd(left)))
+    return rows
+
+
+def _slo_rows(slo: dict[str, Any]) -> list[tuple[str, str]]:
+    if not slo["by_model"]:
+        return [("SLO", "no request judged yet (objectives: --slo or $TINYLLM_SLO)")]
+    total = slo["requests"]
+    rows = [("SLO met, every objective", f"{_fmt(total['ratio'], '%')} of "
+             f"{_fmt(total['met'] + total['missed'])} judged")]
+    for model, m in slo["by_model"].items():
+        target = m["target_ratio"]
+        for name, o in m["objectives"].items():
+            what = "all objectives" if o["threshold_seconds"] is None else \
+                f"{name} <= {_fmt(o['threshold_seconds'], 's')}"
+            verdict = {True: "meets target", False: "BELOW TARGET", None: ""}[o["meets_target"]]
+            rows.append((f"  SLO [{model}] {what}",
+                         f"{_fmt(o['met'])} met / {_fmt(o['missed'])} missed: "
+                         f"{_fmt(o['ratio'], '%')} vs target {_fmt(target, '%')} {verdict}"
+                         .rstrip()))
+        if m["goodput_requests_per_second"] is not None:
+            rows.append((f"  goodput [{model}]",
+                         f"{_fmt(m['goodput_requests_per_second'])} req/s, "
+                         f"{_fmt(m['goodput_tokens_per_second'])} tokens/s (last minute)"))
+    return rows
 
 
 #: Where ``tinyllm stats`` and ``tinyllm top`` read when told nothing.

@@ -2,7 +2,11 @@
 
 Every figure comes from ``tinyllm.metrics.window`` over the two latest scrapes, so a
 rate or a quantile here is what Prometheus would compute over the same window; the
-first frame has no earlier scrape, so its rates are "—". The view fits an 80-column
+first frame has no earlier scrape, so its rates are "—". Below the figures, a second
+table gives each model's spend per hour (USD; "unpriced" for a model with no price,
+never 0) and its goodput: requests/s meeting every SLO objective (the rate of
+``slo_requests_total{objective="all", outcome="met"}`` over the window), all judged
+requests/s, and the share met against the model's target. The view fits an 80-column
 terminal: numbers are right-aligned and short (``12ms``, ``1.25s``, ``3.4k``), a long
 model name or URL is cut with "…", and rows past the bottom of the screen are counted,
 not drawn.
@@ -129,6 +133,22 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds:.1f}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
+def _money(value: float | None) -> str:
+    """USD, short: ``1234``, ``12.3``, ``0.42``, ``0.0042`` (two significant figures
+    under a cent, at most 8 characters)."""
+    if value is None:
+        return DASH
+    if value >= 1000:
+        return f"{value / 1000:.1f}k" if value < 100_000 else f"{value / 1000:.0f}k"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value == 0 or value >= 0.01:
+        return f"{value:.2f}"
+    return f"{value:.{min(6, 1 - math.floor(math.log10(value)))}f}"
+
+
 def _count(value: float | None) -> str:
     return DASH if value is None else f"{value:,.0f}"
 
@@ -147,10 +167,14 @@ def _figure(label: str, value: str) -> list[str | tuple[str, str]]:
     return [(label + " ", "dim"), (value, "bold"), "  "]
 
 
+_UNPRICED = "unpriced"
 _BREAKER_STYLES = {"open": "bold red", "half-open": "yellow"}
 _BREAKER_WIDTH = len("half-open")
 _NUMBER_COLUMNS = (("req/s", 5), ("err%", 6), ("p50", 6), ("p95", 6), ("TTFT95", 6),
                    ("tok/s", 5), ("act", 3))
+# The second table: spend and goodput per model (one table would not fit 80 columns).
+_MONEY_COLUMNS = (("$/h", len(_UNPRICED)), ("good/s", 6), ("judged/s", 8), ("good%", 6),
+                  ("target", 6))
 
 
 # -- the view ----------------------------------------------------------------------------
@@ -175,20 +199,42 @@ def _render(frame: _Frame, width: int, height: int) -> RenderableType:
         *_figure("cache hits", _pct(None if t.get("cache_hit_rate") is None
                                     else 100.0 * t["cache_hit_rate"])),
     )
-    lines: list[RenderableType] = [title, load, flow, _gpu_line(frame),
+    lines: list[RenderableType] = [title, load, flow, _gpu_line(frame), _money_line(t),
                                    *_status(frame, figures)]
     models = figures["models"]
     if not models:
         lines += [Text(""), _line(("no models yet: the endpoint has seen no requests; "
                                    "waiting for traffic", "dim"))]
         return Group(*lines)
-    room = max(1, height - len(lines) - 3)  # a blank line, the table header, "… more"
     shown = list(models.items())
+    # Each table: a blank line and its header; then one row per model in each; "… more".
+    room = max(1, (height - len(lines) - 5) // 2)
     hidden = len(shown) - room if len(shown) > room else 0
-    lines += [Text(""), _table(shown[: len(shown) - hidden], width)]
+    shown = shown[: len(shown) - hidden]
+    lines += [Text(""), _table(shown, width), Text(""), _money_table(shown, width)]
     if hidden:
         lines.append(_line((f"… {hidden} more model(s): make the terminal taller", "dim")))
     return Group(*lines)
+
+
+def _spend_per_hour(per_s: float | None, unpriced: bool) -> str:
+    return _UNPRICED if unpriced else _money(None if per_s is None else per_s * 3600)
+
+
+def _share(value: float | None) -> str:
+    return _pct(None if value is None else 100.0 * value)
+
+
+def _money_line(t: dict[str, Any]) -> Text:
+    """Spend (USD per hour and per second) and goodput (every model together)."""
+    per_s = t.get("cost_usd_per_s")
+    parts = [*_figure("spend $/h", _spend_per_hour(per_s, bool(t.get("unpriced")))),
+             *_figure("$/s", _money(per_s) if not t.get("unpriced") else _UNPRICED)]
+    if t.get("unpriced_requests"):
+        parts += _figure("unpriced req", _count(t["unpriced_requests"]))
+    parts += [*_figure("goodput/s", _rate(t.get("good_per_s"))),
+              *_figure("of judged", _share(t.get("good_share")))]
+    return _line(*parts)
 
 
 def _gpu_line(frame: _Frame) -> Text:
@@ -218,15 +264,18 @@ def _status(frame: _Frame, figures: dict[str, Any]) -> list[Text]:
                    f"{figures['seconds']:.1f} s", "dim"))]
 
 
-def _table(models: list[tuple[str, dict[str, Any]]], width: int) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold underline")
+def _model_width(models: list[tuple[str, dict[str, Any]]], width: int) -> int:
     # The figures keep their widths (the longest each formatter writes); only the
     # model column gives way, cut with "…", so a row never wraps at 80 columns.
     figures = sum(w for _, w in _NUMBER_COLUMNS) + _BREAKER_WIDTH
     room = width - figures - 2 * (len(_NUMBER_COLUMNS) + 1)  # two spaces between columns
-    longest = max(len(model) for model, _ in models)
+    return max(5, min(max(len(model) for model, _ in models), room))
+
+
+def _table(models: list[tuple[str, dict[str, Any]]], width: int) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
     table.add_column("model", no_wrap=True, overflow="ellipsis",
-                     width=max(5, min(longest, room)))
+                     width=_model_width(models, width))
     for name, width in _NUMBER_COLUMNS:
         table.add_column(name, justify="right", no_wrap=True, min_width=width)
     table.add_column("breaker", no_wrap=True, min_width=_BREAKER_WIDTH)
@@ -237,6 +286,25 @@ def _table(models: list[tuple[str, dict[str, Any]]], width: int) -> Table:
             _dur(m["latency_p50_seconds"]), _dur(m["latency_p95_seconds"]),
             _dur(m["ttft_p95_seconds"]), _rate(m["tokens_out_per_s"]), _count(m["active"]),
             Text(breaker, style=_BREAKER_STYLES.get(breaker, "")),
+        )
+    return table
+
+
+def _money_table(models: list[tuple[str, dict[str, Any]]], width: int) -> Table:
+    """Spend per hour and goodput per model: requests/s meeting every objective, all
+    judged requests/s, the share met (red under the model's target), the target."""
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
+    table.add_column("model", no_wrap=True, overflow="ellipsis",
+                     width=_model_width(models, width))  # as wide as the first table's
+    for name, width in _MONEY_COLUMNS:
+        table.add_column(name, justify="right", no_wrap=True, min_width=width)
+    for model, m in models:
+        share, target = m.get("good_share"), m.get("slo_target")
+        below = share is not None and target is not None and share < target
+        table.add_row(
+            model, _spend_per_hour(m.get("cost_usd_per_s"), bool(m.get("unpriced"))),
+            _rate(m.get("good_per_s")), _rate(m.get("judged_per_s")),
+            Text(_share(share), style="bold red" if below else ""), _share(target),
         )
     return table
 

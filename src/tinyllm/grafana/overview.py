@@ -1,7 +1,9 @@
 """The Prometheus overview dashboard: every catalog family worth a chart, its PromQL
 built so that the rules hold (``model=~"$model"`` on every family with a ``model``
-label, ``$__rate_interval`` in every ``rate``, counters only under ``rate``, quantiles
-over ``sum by (le, ...)``), and the families left out with the reason."""
+label, ``$__rate_interval`` in every ``rate``, counters only under ``rate`` (or, in a
+stat of the whole time range, ``increase(...[$__range])``), quantiles over ``sum by
+(le, ...)``, a single bucket only as an exact-bucket share of its ``_count``), and the
+families left out with the reason."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from tinyllm.grafana._model import Dashboard, Expect, Panel, Row, Target, Variable
 from tinyllm.metrics.catalog import CATALOG, Kind, MetricSpec
 
-__all__ = ["NOT_CHARTED", "overview_dashboard"]
+__all__ = ["NOT_CHARTED", "SLO_BUCKETS", "overview_dashboard"]
 
 #: Families no panel charts, and why (the tests check that every other one is charted).
 NOT_CHARTED: Mapping[str, str] = {
@@ -30,10 +32,26 @@ NOT_CHARTED: Mapping[str, str] = {
     "trailing minute, computed in the process and updated only when a request finishes "
     "(it does not fall to 0 when traffic stops). \"Tokens generated per second by model\" "
     "is the same figure, computed by Prometheus.",
+    "goodput_requests_per_second": "the rate of `slo_requests_total{objective=\"all\", "
+    "outcome=\"met\"}` over the trailing minute, computed in the process and updated only "
+    "when a request ends (it does not fall to 0 when traffic stops). \"Goodput: requests "
+    "meeting every objective per second by model\" is the same figure, computed by "
+    "Prometheus over any window.",
+}
+
+#: The exact-bucket panel's variables: objective -> (variable, histogram, default ``le``).
+#: Every SLO threshold is a bucket boundary of its histogram, so picking the threshold
+#: among the bucket bounds (``label_values(..., le)``) gives the exact share under it.
+SLO_BUCKETS: Mapping[str, tuple[str, str, str]] = {
+    "ttft": ("ttft_threshold", "inference_ttft_seconds", "0.5"),
+    "tpot": ("tpot_threshold", "inference_time_per_output_token_seconds", "0.05"),
+    "e2e": ("e2e_threshold", "inference_request_duration_seconds", "5.0"),
 }
 
 _RATE_WINDOW = "$__rate_interval"
+_RANGE = "$__range"
 _MODEL_MATCHER = 'model=~"$model"'
+_HOUR = "3600"
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,25 @@ class _PromQL:
         if spec.kind is Kind.GAUGE or (spec.kind is Kind.HISTOGRAM and not suffix):
             raise ValueError(f"rate() of {family} ({spec.kind.value}{suffix})")
         return _agg("sum", by, f"rate({self.selector(family, suffix, **match)}[{_RATE_WINDOW}])")
+
+    def per_hour(self, by: Sequence[str], family: str, **match: str) -> str:
+        """A counter's rate per hour (spend: USD per hour)."""
+        return f"{self.rate(by, family, **match)} * {_HOUR}"
+
+    def in_range(self, by: Sequence[str], family: str) -> str:
+        """``sum by (by) (increase(family[$__range]))``: a counter's increase over the
+        dashboard's whole time range (for a stat panel)."""
+        if CATALOG[family].kind is not Kind.COUNTER:
+            raise ValueError(f"increase() of {family}, which is not a counter")
+        return _agg("sum", by, f"increase({self.selector(family)}[{_RANGE}])")
+
+    def exact_bucket_share(self, by: Sequence[str], family: str, variable: str) -> str:
+        """The share of observations at or under the bound ``$variable``: one exact
+        bucket over the count (no interpolation: the bound is a real boundary)."""
+        if CATALOG[family].kind is not Kind.HISTOGRAM:
+            raise ValueError(f"a bucket of {family}, which is not a histogram")
+        return _ratio(self.rate(by, family, "_bucket", le=f"${variable}"),
+                      self.rate(by, family, "_count"))
 
     def quantile(self, q: float, by: Sequence[str], family: str) -> str:
         if CATALOG[family].kind is not Kind.HISTOGRAM:
@@ -140,6 +177,14 @@ def _overview_rows(p: _PromQL) -> tuple[Row, ...]:
               _quantiles(p, "inference_ttft_seconds", _M)),
         Panel("Inter-token latency p50 / p95 / p99 by model", "s",
               _quantiles(p, "inference_inter_token_latency_seconds", _M)),
+        Panel("Time per output token p50 / p95 / p99 by model", "s",
+              _quantiles(p, "inference_time_per_output_token_seconds", _M),
+              "Each request's mean time per output token after the first: (duration - "
+              "TTFT) / (tokens - 1), what the tpot objective judges."),
+        Panel("Time between streamed chunks p50 / p95 / p99 by model", "s",
+              _quantiles(p, "inference_time_per_output_chunk_seconds", _M),
+              "Once per chunk, whatever it carries; inter-token latency divides a chunk's "
+              "gap among its tokens."),
         Panel("Rate limiter wait p50 / p95 by model", "s",
               _quantiles(p, "rate_limit_wait_seconds", _M, (0.5, 0.95))),
     ))
@@ -153,6 +198,72 @@ def _overview_rows(p: _PromQL) -> tuple[Row, ...]:
               "Counted as they are generated (streamed tokens included)."),
         Panel("Tokens per request p50 / p95 by model", "short",
               _quantiles(p, "tokens_per_request", _M, (0.5, 0.95))),
+    ))
+    key = ("key",)
+    cost = Row("Cost", (
+        Panel("Spend per hour by model (USD/h)", "currencyUSD",
+              (Target(p.per_hour(_M, "cost_usd_total"), "{{model}}", "rate"),),
+              "Each request's tokens at its model's price (per hour of running for "
+              "self-hosted models with a per_hour price), as a rate, times 3600. A model "
+              "with no price is not in it: see \"Unpriced requests\"."),
+        Panel("Spend in the time range by model (USD)", "currencyUSD",
+              (Target(p.in_range(_M, "cost_usd_total"), "{{model}}", "rate"),),
+              "increase() over the dashboard's whole time range.", kind="stat", width=12),
+        Panel("Unpriced requests per second by model", "reqps",
+              (_rates(p, "unpriced_requests_total", _M),),
+              "Requests to a model with no known price: their cost is unknown, not 0 (add "
+              "the model to the price file, --prices or $TINYLLM_PRICES)."),
+        Panel("Spend per hour by key (USD/h)", "currencyUSD",
+              (Target(p.per_hour(key, "gateway_key_cost_usd_total"), "{{key}}", "rate"),),
+              "The gateway's calls per key alias, at their requests' cost."),
+        Panel("Budget left by key (USD)", "currencyUSD",
+              (Target(p.gauge("min", key, "gateway_key_budget_remaining_usd"), "{{key}}",
+                      "nonnegative"),),
+              "Keys with budget_usd, for the current day or month; at 0 the key's calls "
+              "are refused (429). The lowest any instance reports.", kind="stat"),
+    ))
+    mo = ("model", "objective")
+    judged = p.rate(_M, "slo_requests_total", objective="all")
+    missed = p.rate(_M, "slo_requests_total", objective="all", outcome="missed")
+    target = p.gauge("max", _M, "slo_target_ratio")
+    slo = Row("SLO and goodput", (
+        Panel("SLO attainment ratio by model and objective (met / judged)", "percentunit",
+              (Target(_ratio(p.rate(mo, "slo_requests_total", outcome="met"),
+                             p.rate(mo, "slo_requests_total")), "{{model}} {{objective}}",
+                      "ratio"),
+               Target(target, "{{model}} target", "ratio")),
+              "The share of judged requests meeting each objective (all: every objective "
+              "that applies); a failed request misses them all. Against each model's "
+              "target."),
+        Panel("Goodput: requests meeting every objective per second by model", "reqps",
+              (_rates(p, "slo_requests_total", _M, legend="good", objective="all",
+                      outcome="met"),
+               Target(judged, "{{model}} judged", "rate")),
+              "Good requests per second beside all judged requests per second."),
+        Panel("Goodput tokens per second by model (trailing minute)", "suffix: tokens/s",
+              (Target(p.gauge("sum", _M, "goodput_tokens_per_second"), "{{model}}",
+                      "nonnegative"),),
+              "Output tokens of the requests meeting every objective, over the trailing "
+              "minute as each process computes it; summed over instances."),
+        Panel("Error budget burn rate by model (missed share / (1 - target))", "none",
+              (Target(_ratio(_ratio(missed, judged), f"(1 - {target})"), "{{model}}",
+                      "nonnegative"),),
+              "1: the error budget is spent exactly as fast as the target allows; above 1 "
+              "it runs out before the period ends (14.4 over an hour spends 2 % of a "
+              "30-day budget)."),
+        Panel("Share of requests within each objective's chosen threshold by model "
+              "(exact bucket / count)", "percentunit",
+              tuple(Target(p.exact_bucket_share(_M, family, variable),
+                           f"{{{{model}}}} {objective} <= ${variable}", "ratio")
+                    for objective, (variable, family, _) in SLO_BUCKETS.items()),
+              "Pick each objective's threshold in the ttft_threshold, tpot_threshold and "
+              "e2e_threshold variables: every SLO threshold is a bucket boundary, so the "
+              "bucket counts exactly the requests at or under it (failed ones included, "
+              "unlike the attainment above)."),
+        Panel("SLO thresholds by model and objective", "s",
+              (Target(p.gauge("max", mo, "slo_objective_seconds"), "{{model}} {{objective}}",
+                      "positive"),),
+              "As configured (--slo, $TINYLLM_SLO, the gateway's config).", kind="stat"),
     ))
     server = Row("Inference server", (
         Panel("Batches per second by model", "ops",
@@ -273,8 +384,8 @@ def _overview_rows(p: _PromQL) -> tuple[Row, ...]:
               (Target(p.gauge("max", info_by, "system_info"), "", "positive"),),
               kind="table", width=24),
     ))
-    return (traffic, errors, latency, tokens, server, queue, cache, breakers, graph, gpu,
-            gateway, pipeline, build)
+    return (traffic, errors, latency, tokens, cost, slo, server, queue, cache, breakers,
+            graph, gpu, gateway, pipeline, build)
 
 
 def overview_dashboard(namespace: str = "tinyllm") -> Dashboard:
@@ -282,10 +393,15 @@ def overview_dashboard(namespace: str = "tinyllm") -> Dashboard:
     model_values = f'label_values({{__name__=~"{namespace}_.+"}}, model)'
     return Dashboard(
         uid=f"{namespace}-overview", title=f"{namespace} overview",
-        description="Traffic, errors, latency, tokens, queue, cache, breakers, GPU, the "
-        "gateway and the observability pipeline (generated by tinyllm.grafana).",
+        description="Traffic, errors, latency, tokens, cost, SLOs and goodput, queue, cache, "
+        "breakers, GPU, the gateway and the observability pipeline (generated by "
+        "tinyllm.grafana).",
         datasource="prometheus",
         variables=(Variable("datasource", "Prometheus", "datasource", "prometheus"),
-                   Variable("model", "Model", "query", model_values, multi=True)),
+                   Variable("model", "Model", "query", model_values, multi=True),
+                   *(Variable(variable, f"{objective} threshold (s)", "query",
+                              f'label_values({namespace}_{family}_bucket{{{_MODEL_MATCHER}}}, '
+                              "le)", default=default)
+                     for objective, (variable, family, default) in SLO_BUCKETS.items())),
         rows=_overview_rows(_PromQL(namespace)),
     )

@@ -3,19 +3,25 @@
 A sampler thread looks at the metrics every ``INTERVAL`` seconds and keeps the last
 ``WINDOW`` seconds of figures in a ring buffer (so a page opened late still shows the
 history): requests/s, error rate by type, latency p50/p95/p99, TTFT and inter-token
-p50/p95, tokens/s in and out, active requests and queue depth, cache hit rate. Each
-point covers one interval; quantiles come from that interval's histogram buckets with
+p50/p95, tokens/s in and out, active requests and queue depth, cache hit rate, spend
+(USD/h, in total and per model) and goodput (requests/s meeting every SLO objective,
+all judged requests/s, the share attained and the target). Each point covers one
+interval; quantiles come from that interval's histogram buckets with
 Prometheus' ``histogram_quantile`` interpolation (``tinyllm.metrics.window``). The data
 also carries a per-model table over the last minute, the GPUs (or why there are none),
 the pipeline's drop counters when non-zero, and, with a store, its recent requests and
-quantiles. The page is self-contained: uPlot (vendored, MIT) is served from the package,
+quantiles; the spend panel (spent since start and USD/h per model, a model with no
+price shown as unpriced, never as $0; per gateway key) and the SLO panel (per model:
+target, the last minute's attainment and goodput, each objective since start). The
+page is self-contained: uPlot (vendored, MIT) is served from the package,
 nothing is fetched from outside.
 
 ``/dashboard/data`` fields (stable, ``version`` 1): ``version``, ``interval_seconds``,
 ``window_seconds``, ``now``, ``series`` (``t`` and one list per figure, aligned),
 ``models`` (rows), ``totals`` (since the server started), ``gpu`` (``gpus`` and
 ``reason``), ``drops`` (name -> count, non-zero only), ``store`` (null without one, else
-``target``, ``recent`` and ``percentiles``), ``notes``.
+``target``, ``recent`` and ``percentiles``), ``cost`` (``total_usd``,
+``unpriced_requests``, ``models``, ``keys``), ``slo`` (``models``), ``notes``.
 
 Example:
     >>> from prometheus_client import CollectorRegistry
@@ -39,6 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from tinyllm.http.routing import Response, Route
 from tinyllm.metrics.exposition import exposition_registry
+from tinyllm.metrics.stats import summarize_cost, summarize_slo
 from tinyllm.metrics.window import FAMILIES, Snapshot, window
 from tinyllm.settings import DEFAULT_NAMESPACE
 
@@ -68,13 +75,25 @@ _SERIES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "active_requests": lambda t: t["active_requests"],
     "queue_size": lambda t: t["queue_size"],
     "cache_hit_rate": lambda t: t["cache_hit_rate"],
+    "cost_usd_per_h": lambda t: _per_hour(t["cost_usd_per_s"]),
+    "good_per_s": lambda t: t["good_per_s"],
+    "judged_per_s": lambda t: t["judged_per_s"],
+    "slo_attainment": lambda t: t["good_share"],
+    "slo_target": lambda t: t["slo_target"],
 }
 _DROPS = ("store_events_dropped_total", "log_records_dropped_total",
           "telemetry_export_failures_total", "event_handler_errors_total",
           "http_disconnects_total", "gateway_limit_backend_errors_total")
 _GPU = ("gpu_memory_used_bytes", "gpu_utilization_percent")
+# What the spend and SLO panels read besides window()'s families (summarize_cost/_slo).
+_MONEY = ("gateway_key_cost_usd_total", "gateway_key_budget_remaining_usd",
+          "slo_objective_seconds", "goodput_requests_per_second", "goodput_tokens_per_second")
 #: Every family the dashboard reads: a sample collects these alone.
-SAMPLED = (*FAMILIES, *_DROPS, *_GPU)
+SAMPLED = (*FAMILIES, *_DROPS, *_GPU, *_MONEY)
+
+
+def _per_hour(per_s: float | None) -> float | None:
+    return None if per_s is None else per_s * 3600.0
 
 
 class History:
@@ -149,13 +168,20 @@ class History:
         types = sorted({k for _, p in points for k in p["errors_per_s_by_type"]})
         series["errors_per_s_by_type"] = {
             k: [p["errors_per_s_by_type"].get(k, 0.0) for _, p in points] for k in types}
+        spenders = sorted({k for _, p in points for k in p["cost_usd_per_s_by_model"]})
+        series["cost_usd_per_h_by_model"] = {
+            k: [p["cost_usd_per_s_by_model"].get(k, 0.0) * 3600.0 for _, p in points]
+            for k in spenders}
         latest = recent[-1] if recent else None
         models: list[dict[str, Any]] = []
         totals: dict[str, Any] = {}
+        since_start: dict[str, Any] = {}
         if latest is not None:
             minute = window(recent[0] if len(recent) > 1 else None, latest)
             models = [{"model": name, **row} for name, row in minute["models"].items()]
-            totals = window(None, latest)["totals"] if first is not None else {}
+            if first is not None:
+                since_start = window(None, latest)
+                totals = since_start["totals"]
         return {
             "version": 1,
             "interval_seconds": self.interval,
@@ -167,10 +193,15 @@ class History:
             "gpu": _gpu(latest),
             "drops": _drops(latest),
             "store": _store(),
+            "cost": _cost(latest, models, since_start),
+            "slo": _slo(latest, models),
             "notes": {
                 "quantiles": "computed from the histograms' buckets over each interval, "
                              "as Prometheus' histogram_quantile does",
                 "models": "over the last minute",
+                "cost": "USD; null where the model has no price (unknown, not free)",
+                "goodput": "requests meeting every SLO objective, from "
+                           "slo_requests_total{objective=\"all\", outcome=\"met\"}",
             },
         }
 
@@ -179,6 +210,59 @@ def _totals(totals: dict[str, Any]) -> dict[str, Any]:
     if not totals:
         return {"requests": 0.0, "errors": 0.0, "error_rate": None}
     return {k: totals[k] for k in ("requests", "errors", "error_rate")}
+
+
+def _cost(latest: Snapshot | None, minute: list[dict[str, Any]],
+          since_start: dict[str, Any]) -> dict[str, Any]:
+    """The spend panel: spent since start (None when every model is unpriced) and the
+    unpriced requests; per model, spent since start and USD/h over the last minute
+    (both None for a model with no price); per gateway key, spent and budget left."""
+    totals = since_start.get("totals", {})
+    out: dict[str, Any] = {"total_usd": totals.get("cost_usd", 0.0),
+                           "unpriced_requests": totals.get("unpriced_requests", 0.0),
+                           "models": [], "keys": []}
+    if latest is None:
+        return out
+    now = {row["model"]: row for row in minute}
+    # The models the lifecycle accounted for (a series of either family); a model only
+    # counted through the collector's primitives has no cost at all, not a cost of 0.
+    accounted = set(latest.values("cost_usd_total", "model")) | set(
+        latest.values("unpriced_requests_total", "model"))
+    models = []
+    for name, row in since_start.get("models", {}).items():
+        if name not in accounted:
+            continue
+        models.append({
+            "model": name, "usd": row["cost_usd"], "unpriced": row["unpriced"],
+            "unpriced_requests": row["unpriced_requests"],
+            "usd_per_h": _per_hour(now[name]["cost_usd_per_s"]) if name in now else None,
+        })
+    keys = summarize_cost(latest.samples)
+    return {**out, "models": models, "keys": [
+        {"key": key, "usd": usd, "budget_remaining_usd":
+         keys["budget_remaining_usd_by_key"].get(key)}
+        for key, usd in keys["by_key_usd"].items()] + [
+        {"key": key, "usd": None, "budget_remaining_usd": left}
+        for key, left in keys["budget_remaining_usd_by_key"].items()
+        if key not in keys["by_key_usd"]]}
+
+
+def _slo(latest: Snapshot | None, minute: list[dict[str, Any]]) -> dict[str, Any]:
+    """The goodput panel: per model with an SLO, its target, the last minute's goodput
+    and attainment, and each objective since start (threshold, met, missed, ratio)."""
+    if latest is None:
+        return {"models": []}
+    now = {row["model"]: row for row in minute}
+    rows = []
+    for name, found in summarize_slo(latest.samples)["by_model"].items():
+        last = now.get(name, {})
+        rows.append({
+            "model": name, "target": found["target_ratio"],
+            "good_per_s": last.get("good_per_s"), "judged_per_s": last.get("judged_per_s"),
+            "attainment": last.get("good_share"),
+            "objectives": found["objectives"],
+        })
+    return {"models": rows}
 
 
 def _gpu(latest: Snapshot | None) -> dict[str, Any]:

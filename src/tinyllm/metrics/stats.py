@@ -1,7 +1,11 @@
 """Summarise a Prometheus exposition into the figures ``tinyllm stats`` prints.
 
 Works on text scraped from any tinyllm metrics endpoint (or the local registry), so a
-CLI process can report on a server running elsewhere.
+CLI process can report on a server running elsewhere. Besides traffic, latency, tokens,
+cache, breakers and GPUs, the summary carries spend (``cost``: USD in total, by model and
+by gateway key; a model with no price is listed as unpriced, never as spending 0) and
+the SLOs (``slo``: per model and objective, met, missed and the ratio against the
+target; the goodput gauges).
 
 Example:
     >>> from prometheus_client import CollectorRegistry, generate_latest
@@ -27,8 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import RestrictedRegistry
 
 from tinyllm.settings import DEFAULT_NAMESPACE
+from tinyllm.slo import OBJECTIVES
 
-__all__ = ["Samples", "StatsUnavailable", "fetch_exposition", "histogram_quantile", "summarize"]
+__all__ = ["Samples", "StatsUnavailable", "fetch_exposition", "histogram_quantile", "summarize",
+           "summarize_cost", "summarize_slo"]
 
 
 class StatsUnavailable(Exception):
@@ -91,10 +97,13 @@ class Samples:
     def total(self, name: str) -> float:
         return sum(v for _, v in self.samples.get(name, ()))
 
-    def by(self, name: str, label: str) -> dict[str, float]:
+    def by(self, name: str, label: str, **where: str) -> dict[str, float]:
+        """``name``'s samples summed per value of ``label``, of those whose labels
+        match ``where`` (e.g. ``outcome="met"``)."""
         out: dict[str, float] = defaultdict(float)
         for labels, value in self.samples.get(name, ()):
-            out[labels.get(label, "")] += value
+            if all(labels.get(k) == v for k, v in where.items()):
+                out[labels.get(label, "")] += value
         return dict(out)
 
     def quantile(self, q: float, histogram: str) -> float | None:
@@ -169,4 +178,91 @@ def summarize(text: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
             for model, value in f.by("circuit_breaker_state", "model").items()
         },
         "gpus": gpus,
+        "cost": summarize_cost(f),
+        "slo": summarize_slo(f),
+    }
+
+
+def summarize_cost(f: Samples) -> dict[str, Any]:
+    """Spend so far (``summarize``'s ``cost``): in total, by model, by gateway key, and
+    each key's budget left. A model whose requests had no price is listed under
+    ``unpriced_by_model`` (its cost is unknown), never as spending 0 (its counter of
+    0 is left out of ``by_model_usd`` unless some of its requests were priced).
+
+    Example:
+        >>> f = Samples('tinyllm_cost_usd_total{model="a"} 0.5\\n'
+        ...             'tinyllm_cost_usd_total{model="b"} 0\\n'
+        ...             'tinyllm_unpriced_requests_total{model="b"} 3\\n', "tinyllm")
+        >>> cost = summarize_cost(f)
+        >>> cost["total_usd"], cost["by_model_usd"], cost["unpriced_by_model"]
+        (0.5, {'a': 0.5}, {'b': 3.0})
+    """
+    spent = f.by("cost_usd_total", "model")
+    unpriced = {m: n for m, n in f.by("unpriced_requests_total", "model").items() if n}
+    return {
+        "total_usd": sum(spent.values()),
+        "by_model_usd": {m: usd for m, usd in sorted(spent.items())
+                         if usd or m not in unpriced},
+        "unpriced_requests": sum(unpriced.values()),
+        "unpriced_by_model": dict(sorted(unpriced.items())),
+        "by_key_usd": dict(sorted(f.by("gateway_key_cost_usd_total", "key").items())),
+        "budget_remaining_usd_by_key": dict(sorted(
+            f.by("gateway_key_budget_remaining_usd", "key").items())),
+    }
+
+
+def summarize_slo(f: Samples) -> dict[str, Any]:
+    """The SLO figures so far (``summarize``'s ``slo``): every model together, and per
+    model its target, each objective's threshold, met / missed / ratio (and whether the
+    ratio meets the target), the goodput gauges. ``by_model`` is empty without an SLO.
+
+    Example:
+        >>> slo = 'tinyllm_slo_requests_total{model="m",objective="all",outcome='
+        >>> f = Samples(slo + '"met"} 9\\n' + slo + '"missed"} 1\\n'
+        ...             'tinyllm_slo_target_ratio{model="m"} 0.95\\n', "tinyllm")
+        >>> summarize_slo(f)["by_model"]["m"]["objectives"]["all"]
+        {'threshold_seconds': None, 'met': 9.0, 'missed': 1.0, 'ratio': 0.9, 'meets_target': False}
+    """
+    met: dict[str, dict[str, float]] = defaultdict(dict)
+    missed: dict[str, dict[str, float]] = defaultdict(dict)
+    for labels, value in f.samples.get("slo_requests_total", ()):
+        model, objective = labels.get("model", ""), labels.get("objective", "")
+        into = met if labels.get("outcome") == "met" else missed
+        into[model][objective] = into[model].get(objective, 0.0) + value
+    thresholds: dict[str, dict[str, float]] = defaultdict(dict)
+    for labels, value in f.samples.get("slo_objective_seconds", ()):
+        thresholds[labels.get("model", "")][labels.get("objective", "")] = value
+    targets = f.by("slo_target_ratio", "model")
+    good_requests = f.by("goodput_requests_per_second", "model")
+    good_tokens = f.by("goodput_tokens_per_second", "model")
+    models = sorted(set(met) | set(missed) | set(targets) | set(thresholds))
+    all_met = sum(met[m].get("all", 0.0) for m in models)
+    all_judged = all_met + sum(missed[m].get("all", 0.0) for m in models)
+    by_model: dict[str, Any] = {}
+    for model in models:
+        target = targets.get(model)
+        names = [*(o for o in OBJECTIVES if o in thresholds[model]
+                   or o in met[model] or o in missed[model]), "all"]
+        objectives: dict[str, dict[str, Any]] = {}
+        for name in names:
+            n_met, n_missed = met[model].get(name, 0.0), missed[model].get(name, 0.0)
+            judged = n_met + n_missed
+            ratio = n_met / judged if judged else None
+            objectives[name] = {
+                "threshold_seconds": thresholds[model].get(name),
+                "met": n_met, "missed": n_missed, "ratio": ratio,
+                "meets_target": None if ratio is None or target is None else ratio >= target,
+            }
+        by_model[model] = {
+            "target_ratio": target,
+            "objectives": objectives,
+            "goodput_requests_per_second": good_requests.get(model),
+            "goodput_tokens_per_second": good_tokens.get(model),
+        }
+    return {
+        # Every model together, on every objective that applies ("all").
+        "requests": {"met": all_met, "missed": all_judged - all_met,
+                     "ratio": all_met / all_judged if all_judged else None},
+        "goodput_requests_per_second": sum(good_requests.values()) if good_requests else None,
+        "by_model": by_model,
     }

@@ -3,10 +3,12 @@
 A ``Snapshot`` is one exposition's samples at one time (read from a registry in this
 process, or from a scraped ``/metrics`` text); ``window(before, after)`` turns two of
 them into the figures a live view shows: requests/s, error rate, latency, TTFT and
-inter-token quantiles, tokens/s, active requests, queue depth, cache hit rate, totals
-and per model. Counters and histograms are differenced (a counter that went down was
-reset: its new value is the increase); quantiles come from the window's bucket counts
-with Prometheus' own ``histogram_quantile`` interpolation, so a figure here equals
+inter-token quantiles, tokens/s, active requests, queue depth, cache hit rate, spend
+(USD/s, and requests whose model has no price), goodput (requests/s meeting every SLO
+objective, beside all judged requests/s), totals and per model. Counters and
+histograms are differenced (a counter that went down was reset: its new value is the
+increase); quantiles come from the window's bucket counts with Prometheus' own
+``histogram_quantile`` interpolation, so a figure here equals
 ``histogram_quantile(q, sum by (le) (increase(x_bucket[window])))``. Gauges are read
 as they are at the end.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -45,7 +47,12 @@ _QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 FAMILIES = ("requests_total", "errors_total", "cache_hits_total", "cache_misses_total",
             "request_latency_seconds", "inference_ttft_seconds",
             "inference_inter_token_latency_seconds", "tokens_input_total",
-            "tokens_output_total", "active_requests", "queue_size", "circuit_breaker_state")
+            "tokens_output_total", "active_requests", "queue_size", "circuit_breaker_state",
+            "cost_usd_total", "unpriced_requests_total", "slo_requests_total",
+            "slo_target_ratio")
+#: The SLO outcome that counts towards goodput: meeting every objective that applies.
+_GOOD = {"objective": "all", "outcome": "met"}
+_JUDGED = {"objective": "all"}
 
 
 class Snapshot:
@@ -76,10 +83,14 @@ class Snapshot:
         return cls(Samples.from_registry(source, namespace), time.time() if t is None else t)
 
     # -- reading -----------------------------------------------------------------------
-    def values(self, name: str, by: str | None = None) -> dict[str, float]:
-        """``name``'s samples summed per value of label ``by`` (``""``: all together)."""
+    def values(self, name: str, by: str | None = None,
+               where: Mapping[str, str] | None = None) -> dict[str, float]:
+        """``name``'s samples summed per value of label ``by`` (``""``: all together),
+        of those whose labels match ``where`` when given."""
         out: dict[str, float] = defaultdict(float)
         for labels, value in self.samples.samples.get(name, ()):
+            if where and any(labels.get(k) != v for k, v in where.items()):
+                continue
             out[labels.get(by, "") if by else ""] += value
         return dict(out)
 
@@ -113,14 +124,21 @@ class _Window:
         self.before, self.after = before, after
         self.seconds = after.t - before.t if before is not None else 0.0
 
-    def increase(self, name: str, by: str | None = None) -> dict[str, float]:
-        return _increase(self.after.values(name, by),
-                         self.before.values(name, by) if self.before is not None else None)
+    def increase(self, name: str, by: str | None = None,
+                 where: Mapping[str, str] | None = None) -> dict[str, float]:
+        return _increase(self.after.values(name, by, where),
+                         self.before.values(name, by, where) if self.before is not None
+                         else None)
 
-    def rate(self, name: str, by: str | None = None) -> dict[str, float]:
+    def rate(self, name: str, by: str | None = None,
+             where: Mapping[str, str] | None = None) -> dict[str, float]:
         if self.seconds <= 0:
             return {}
-        return {k: v / self.seconds for k, v in self.increase(name, by).items()}
+        return {k: v / self.seconds for k, v in self.increase(name, by, where).items()}
+
+    def per_s(self, value: float) -> float | None:
+        """``value`` (an increase over the window) per second; None without a window."""
+        return value / self.seconds if self.seconds > 0 else None
 
     def quantiles(self, name: str, which: tuple[str, ...],
                   by: str | None = None) -> dict[str, dict[str, float | None]]:
@@ -160,12 +178,60 @@ def window(before: Snapshot | None, after: Snapshot) -> dict[str, Any]:
         "active_requests": after.values("active_requests").get("", 0.0),
         "queue_size": after.values("queue_size").get("", 0.0),
         "cache_hit_rate": hits / (hits + misses) if hits + misses else None,
+        **_spend_and_goodput(w, None)(""),
+        "cost_usd_per_s_by_model": {
+            model: usd for model, usd in w.rate("cost_usd_total", "model").items()
+            if model not in _unpriced(after, "model")},
     }
     return {"seconds": w.seconds, "totals": totals, "models": _models(w)}
 
 
 def _empty(*names: str) -> dict[str, float | None]:
     return dict.fromkeys(names)
+
+
+def _unpriced(snapshot: Snapshot, by: str | None) -> set[str]:
+    """The values of ``by`` whose requests were all unpriced so far: some unpriced
+    requests, no spend. Their cost is unknown, so they are never shown as spending 0."""
+    spent = snapshot.values("cost_usd_total", by)
+    return {key for key, n in snapshot.values("unpriced_requests_total", by).items()
+            if n > 0 and not spent.get(key)}
+
+
+def _spend_and_goodput(w: _Window, by: str | None) -> Callable[[str], dict[str, Any]]:
+    """The spend and goodput figures of one value of ``by`` (None: everything).
+
+    Goodput is the rate of ``slo_requests_total{objective="all", outcome="met"}`` over
+    the window (requests meeting every objective), beside the rate of all judged
+    requests; None where no SLO applies. ``slo_target`` is the model's target (for
+    everything together: the strictest of them)."""
+    cost = w.increase("cost_usd_total", by)
+    unpriced = w.increase("unpriced_requests_total", by)
+    unknown = _unpriced(w.after, by)
+    good = w.increase("slo_requests_total", by, _GOOD)
+    judged = w.increase("slo_requests_total", by, _JUDGED)
+    targets = w.after.values("slo_target_ratio", "model")
+
+    def row(key: str) -> dict[str, Any]:
+        slo = key in judged
+        n_good, n_judged = good.get(key, 0.0), judged.get(key, 0.0)
+        target = targets.get(key) if by else max(targets.values(), default=None)
+        spent = None if key in unknown else cost.get(key, 0.0)
+        return {
+            # None: the model has no price (its cost is unknown), never 0.
+            "cost_usd": spent,
+            "cost_usd_per_s": None if spent is None else w.per_s(spent),
+            "unpriced": key in unknown,
+            "unpriced_requests": unpriced.get(key, 0.0),
+            "good_requests": n_good if slo else None,
+            "judged_requests": n_judged if slo else None,
+            "good_per_s": w.per_s(n_good) if slo else None,
+            "judged_per_s": w.per_s(n_judged) if slo else None,
+            "good_share": n_good / n_judged if n_judged else None,
+            "slo_target": target,
+        }
+
+    return row
 
 
 def _models(w: _Window) -> dict[str, dict[str, Any]]:
@@ -177,6 +243,7 @@ def _models(w: _Window) -> dict[str, dict[str, Any]]:
     active = w.after.values("active_requests", "model")
     breakers = w.after.values("circuit_breaker_state", "model")
     names = sorted(set(requests) | set(active) | set(breakers))
+    money = _spend_and_goodput(w, "model")
     out = {}
     for model in names:
         n = requests.get(model, 0.0)
@@ -191,5 +258,6 @@ def _models(w: _Window) -> dict[str, dict[str, Any]]:
             "active": active.get(model, 0.0),
             "breaker": BREAKERS.get(breakers[model], str(breakers[model]))
             if model in breakers else None,
+            **money(model),
         }
     return out
