@@ -801,9 +801,12 @@ def store_influx(influxdb: InfluxDB, tmp_path_factory: pytest.TempPathFactory) -
         for stamp, rounds in ((now - 120, 10), (now - 30, 25)):
             for i in range(rounds):
                 for event_type in ENDPOINTS:
+                    # Priced but for one request in five; judged against an SLO, most met.
+                    spend = {} if i % 5 == 0 else {"cost_usd": 0.001 * (1 + i % 3)}
                     db.record_event(event_type, 0.5 + i % 4, model_id="dream",
                                     timestamp=stamp - 1 - i * 0.01,
-                                    metadata={"token_count": 3 + i % 5, "error": i % 7 == 0})
+                                    metadata={"token_count": 3 + i % 5, "error": i % 7 == 0,
+                                              "slo_met": i % 4 != 0, **spend})
             db.flush()
             influxdb.write(STORE_DB, db.export("influxdb", timestamp_ns=int(stamp * 1e9)))
     return influxdb
@@ -811,7 +814,8 @@ def store_influx(influxdb: InfluxDB, tmp_path_factory: pytest.TempPathFactory) -
 
 def _store_run(db: InfluxDB, query: str, **values: str) -> list[dict[str, Any]]:
     filled = interpolate(query, {"measurement": "tinyllm_store", "endpoint": ".*",
-                                 "event_type": ".*", "timeFilter": "time >= now() - 1h",
+                                 "event_type": ".*", "model_id": ".*",
+                                 "timeFilter": "time >= now() - 1h",
                                  "__interval": "10s", **values})
     assert "$" not in filled.replace("$/", ""), filled
     return db.query(STORE_DB, filled)
