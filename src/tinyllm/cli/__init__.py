@@ -18,6 +18,7 @@ from tinyllm.cli import instrument as _instrument  # noqa: F401
 from tinyllm.cli import metrics as _metrics  # noqa: F401
 from tinyllm.cli import run as _run  # noqa: F401
 from tinyllm.cli import serve as _serve  # noqa: F401
+from tinyllm.cli import slo as _slo  # noqa: F401
 from tinyllm.cli import store as _store  # noqa: F401
 from tinyllm.cli import top as _top  # noqa: F401
 from tinyllm.cli._app import app
@@ -33,6 +34,8 @@ GLOBAL_OPTIONS = {
     "--otlp-endpoint": True,
     "--tracing": False,
     "--no-tracing": False,
+    "--prices": True,
+    "--slo": True,
 }
 
 

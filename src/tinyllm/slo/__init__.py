@@ -25,6 +25,7 @@ from tinyllm.slo._config import (
     parse_duration,
     parse_slo,
 )
+from tinyllm.slo.alerts import alert_rule_tests, alert_rules
 
 __all__ = [
     "BOUNDARY_FAMILIES",
@@ -33,6 +34,8 @@ __all__ = [
     "Objectives",
     "SLOConfig",
     "SLOError",
+    "alert_rule_tests",
+    "alert_rules",
     "load_slo",
     "parse_duration",
     "parse_slo",
