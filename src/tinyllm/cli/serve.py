@@ -13,6 +13,7 @@ from tinyllm.settings import DEFAULT_METRICS_ADDR, ENV_METRICS_DB
 
 if TYPE_CHECKING:
     from tinyllm.http.routing import Route
+    from tinyllm.serve.config import GatewayConfig
 
 
 @app.command("serve")
@@ -20,8 +21,8 @@ def serve(
     ctx: typer.Context,
     config_file: str = typer.Option(
         None, "--config", metavar="FILE",
-        help="The gateway's YAML configuration (models and keys). Default: the embedded "
-        "model (Gemma 3 270M) as gemma3-270m.",
+        help="The gateway's YAML configuration (models, keys with their limits and "
+        "budgets, prices, SLO). Default: the embedded model (Gemma 3 270M) as gemma3-270m.",
     ),
     host: str = typer.Option(
         DEFAULT_METRICS_ADDR, "--host",
@@ -39,8 +40,9 @@ def serve(
     ),
     redis_url: str = typer.Option(
         None, "--redis-url", metavar="URL",
-        help="Share the keys' rpm/tpm limits with every instance using this Redis "
-        "(e.g. redis://127.0.0.1:6379/0); without it each instance limits on its own.",
+        help="Share the keys' rpm/tpm limits and budgets' spend with every instance using "
+        "this Redis (e.g. redis://127.0.0.1:6379/0); without it each instance limits on "
+        "its own.",
     ),
     workers: int = typer.Option(
         1, "--workers", "-w", min=1, max=64,
@@ -56,7 +58,7 @@ def serve(
     """
     try:
         from tinyllm.serve.config import ConfigError, default_config, load_config
-        from tinyllm.serve.server import make_server
+        from tinyllm.serve.server import configure_accounting, make_server
     except ImportError as exc:
         fail(f"{exc} (pip install 'tinyllm[serve]')")
     try:
@@ -65,12 +67,16 @@ def serve(
         fail(str(exc), 2)
     from tinyllm.serve.app import Gateway
 
+    _note_overrides(config)
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         fail(f"--redis-url must start with redis://, rediss:// or unix://, got {redis_url!r}", 2)
     shown = f"[{host}]" if ":" in host else host
     if workers > 1:
         _run_workers(ctx, config_file, db_target, redis_url, workers, host, port, grace)
         return
+    # Before the gateway: building it builds the metric families, whose buckets include
+    # the SLO's thresholds only if it is known by then.
+    configure_accounting(config)
     gateway = Gateway(config, redis_url=redis_url)
     routes = _store_routes(db_target)
     if routes:
@@ -109,7 +115,7 @@ def _run_workers(ctx: typer.Context, config_file: str | None, db_target: str | N
         otlp_endpoint=root.get("otlp_endpoint"))
     if redis_url is None and _has_limits(config_file):
         err_console.print("note: without --redis-url each worker enforces the keys' rpm/tpm "
-                          "on its own (a key gets them once per worker)")
+                          "and budgets on its own (a key gets them once per worker)")
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -121,12 +127,24 @@ def _run_workers(ctx: typer.Context, config_file: str | None, db_target: str | N
     err_console.print("tinyllm serve stopped")
 
 
+def _note_overrides(config: GatewayConfig) -> None:
+    """Say so when the config's slo replaces the one --slo / $TINYLLM_SLO gave (its
+    prices are layered over --prices: nothing is lost there)."""
+    import os
+
+    from tinyllm.settings import ENV_SLO
+
+    if config.slo is not None and os.environ.get(ENV_SLO, "").strip():
+        err_console.print(f"note: the slo section of {config.source} replaces --slo / "
+                          f"${ENV_SLO} for this gateway")
+
+
 def _has_limits(config_file: str | None) -> bool:
     if config_file is None:
         return False
     from tinyllm.serve.config import load_config
 
-    return any(k.rpm or k.tpm for k in load_config(config_file).keys)
+    return any(k.rpm or k.tpm or k.budget_usd for k in load_config(config_file).keys)
 
 
 def _store_routes(db_target: str | None) -> dict[str, Route] | None:

@@ -6,7 +6,10 @@ routing and request objects would be most of it). Each model call is one lifecyc
 request (both metric vocabularies, the GenAI span, the log line, the store row) under
 the client-visible model name, graph ``gateway``; ``tinyllm_gateway_requests_total``
 counts every answer by route and status, and ``tinyllm_gateway_overhead_seconds`` (and
-the ``X-Tinyllm-Overhead-Ms`` header on whole answers) what the gateway added.
+the ``X-Tinyllm-Overhead-Ms`` header on whole answers) what the gateway added. With keys,
+each call's tokens and cost (the request's ``cost_usd``) are charged to its key once it
+has ended: ``tinyllm_gateway_key_tokens_total``, ``tinyllm_gateway_key_cost_usd_total``,
+the ``tpm`` bucket and the budget's spend.
 
 Example:
     >>> from tinyllm.serve.config import default_config
@@ -32,6 +35,7 @@ from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
 from tinyllm.queue import QueueFullError
 from tinyllm.resilience import RetryPolicy, Timeouts, get_circuit_breaker
 from tinyllm.serve.auth import Keys, Rejection
+from tinyllm.serve.budgets import watch_periods
 from tinyllm.serve.config import GatewayConfig, ModelRoute
 from tinyllm.serve.errors import GatewayError, from_exception
 from tinyllm.serve.exchange import (
@@ -75,8 +79,9 @@ class Gateway:
     """The ASGI app of ``tinyllm serve`` (see the module docstring).
 
     ``routes`` adds GET routes beside ``/metrics``, ``/health`` and ``/ready`` (the
-    store's, with ``--db``); ``redis_url`` shares the keys' limits with every instance
-    using that Redis.
+    store's, with ``--db``); ``redis_url`` shares the keys' limits and budgets' spend
+    with every instance using that Redis. The config's prices and SLO must be in force
+    before it is built (``tinyllm.serve.server.configure_accounting``).
     """
 
     def __init__(
@@ -96,7 +101,8 @@ class Gateway:
             self.upstreams[route.name] = self._upstream(route)
         # With redis_url the keys' limits are shared by every instance using that Redis.
         self.limits = RedisLimits(redis_url) if redis_url and config.keys else None
-        self.keys = Keys(config.keys, self.limits)
+        self.keys = Keys(config.keys, self.limits, self.lifecycle.collector)
+        self._periods: asyncio.Task[None] | None = None
         self.router = Router({**default_routes(), "/ready": self._ready_route,
                               **(routes or {})})
         self._routes_app = RoutesApp(self.router)
@@ -118,13 +124,21 @@ class Gateway:
 
     # -- lifespan ----------------------------------------------------------------------
     async def startup(self) -> None:
-        """Start loading the local model (readiness waits for it)."""
+        """Start loading the local model (readiness waits for it); read the keys' spend
+        for the period (the remaining-budget gauges) and refresh it as periods end."""
         for upstream in self.upstreams.values():
             if isinstance(upstream, LocalUpstream):
                 self._loading = asyncio.create_task(upstream.start())
+        budgets = self.keys.budgets
+        for budget in budgets:
+            await budget.refresh()
+        if budgets:
+            self._periods = asyncio.create_task(watch_periods(budgets))
 
     async def shutdown(self) -> None:
         """Release the upstream connections, the local model's queue and Redis."""
+        if self._periods is not None:
+            self._periods.cancel()
         for upstream in self.upstreams.values():
             await upstream.close()
         if self.limits is not None:
@@ -346,10 +360,10 @@ class Gateway:
         finally:
             exchange.done = True
             watcher.cancel()
-            if key is not None:
+            if key is not None:  # the request has ended: its tokens and cost are known
                 self.lifecycle.collector.record_gateway_key(key.alias, req.input_tokens,
                                                             req.output_tokens)
-                await key.charge_tokens(req.input_tokens + req.output_tokens)
+                await key.settle(req.input_tokens + req.output_tokens, req.cost_usd)
 
 
 async def _watch(receive: Receive, exchange: Exchange | OllamaExchange,

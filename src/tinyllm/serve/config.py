@@ -1,8 +1,10 @@
-"""The gateway's configuration: the models clients may ask for, and the keys they use.
+"""The gateway's configuration: the models clients may ask for, the keys they use (with
+their limits and budgets), and the prices and SLO its requests are held to.
 
 Read from YAML (``tinyllm serve --config FILE``); without a file the gateway serves the
 embedded model as ``gemma3-270m``. Every problem in a file is reported at once, one line
-each: ``<file>: <entry>: <reason>``, and nothing starts.
+each: ``<file>: <entry>: <reason>``, and nothing starts. ``prices``, ``effective_date``
+and ``slo`` have a cost file's shape (docs/cost-and-slo.md) and are read by its parsers.
 
 Example:
     >>> config = parse_config('''
@@ -18,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -29,8 +32,11 @@ import yaml
 from tinyllm._files import FileProblem, read_text
 from tinyllm.errors import TinyLLMError
 from tinyllm.models.local import DEFAULT_LOCAL_MODEL
+from tinyllm.pricing import PriceError, PriceTable, default_prices, parse_prices
+from tinyllm.slo import SLOConfig, SLOError, parse_slo
 
 __all__ = [
+    "BUDGET_PERIODS",
     "PROVIDERS",
     "ConfigError",
     "GatewayConfig",
@@ -44,12 +50,15 @@ __all__ = [
 #: Where a model's requests go: the embedded model, an Ollama server, or any
 #: OpenAI-compatible server (vLLM, llama.cpp's server, OpenAI, another tinyllm serve).
 PROVIDERS = ("local", "ollama", "openai")
+#: What a key's ``budget_usd`` is per: a UTC calendar day (the default) or month.
+BUDGET_PERIODS = ("day", "month")
 _NAME_RE = re.compile(r"^[\w.:/@+-]{1,128}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TOP_KEYS = ("keys", "models")
+_TOP_KEYS = ("effective_date", "keys", "models", "prices", "slo")
 _MODEL_KEYS = ("api_key_env", "base_url", "model", "name", "provider")
-_KEY_KEYS = ("alias", "key_env", "key_sha256", "models", "rpm", "tpm")
+_KEY_KEYS = ("alias", "budget_period", "budget_usd", "key_env", "key_sha256", "models", "rpm",
+             "tpm")
 
 
 class ConfigError(TinyLLMError, ValueError):
@@ -84,23 +93,34 @@ class ModelRoute:
 
 @dataclass(frozen=True)
 class KeySpec:
-    """A client key: its alias (what metrics and logs show), its digest, its limits."""
+    """A client key: its alias (what metrics and logs show), its digest, its limits, and
+    its budget (USD per UTC ``budget_period``: ``day`` or ``month``)."""
 
     alias: str
     sha256: str = field(repr=False)
     models: tuple[str, ...] | None = None
     rpm: int | None = None
     tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "day"
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """What ``tinyllm serve`` runs: models by client-visible name, and the keys (none:
-    every request is let in)."""
+    """What ``tinyllm serve`` runs: models by client-visible name, the keys (none: every
+    request is let in), and the file's prices and SLO.
+
+    ``prices`` is the file's ``prices`` section over the shipped table, ``price_section``
+    the section alone (what the gateway layers over ``--prices``); both None without
+    one. ``slo`` is the file's ``slo`` section, None without one.
+    """
 
     models: Mapping[str, ModelRoute]
     keys: tuple[KeySpec, ...] = ()
     source: str = "<default>"
+    prices: PriceTable | None = field(default=None, repr=False)
+    price_section: PriceTable | None = field(default=None, repr=False)
+    slo: SLOConfig | None = None
 
 
 def default_config() -> GatewayConfig:
@@ -154,9 +174,38 @@ def parse_config(
             problems.add("top level", f"unknown key {key!r} (valid: {', '.join(_TOP_KEYS)})")
     models = _models(data.get("models"), problems, env)
     keys = _keys(data.get("keys"), set(models), problems, env)
+    section = _prices(data, source, problems)
+    slo = _slo(data, source, problems)
     if problems.lines:
         raise ConfigError(problems.lines)
-    return GatewayConfig(models, keys, source)
+    prices = section.layered_over(default_prices()) if section is not None else None
+    return GatewayConfig(models, keys, source, prices, section, slo)
+
+
+def _prices(data: dict[str, Any], source: str, problems: _Problems) -> PriceTable | None:
+    """The file's ``prices`` (and ``effective_date``), read as a cost file's are."""
+    if "prices" not in data:
+        if "effective_date" in data:
+            problems.add("effective_date", "applies to the prices: give a prices section "
+                                           "too")
+        return None
+    section: dict[str, Any] = {k: data[k] for k in ("effective_date", "prices") if k in data}
+    try:
+        return parse_prices(section, source=source)
+    except PriceError as exc:  # already "<file>: prices.<model>: <reason>"
+        problems.lines.extend(exc.problems)
+        return None
+
+
+def _slo(data: dict[str, Any], source: str, problems: _Problems) -> SLOConfig | None:
+    """The file's ``slo`` section, read as a cost file's is."""
+    if "slo" not in data:
+        return None
+    try:
+        return parse_slo({"slo": data["slo"]}, source=source)
+    except SLOError as exc:  # already "<file>: slo.<entry>: <reason>"
+        problems.lines.extend(exc.problems)
+        return None
 
 
 def _unknown(entry: dict[str, Any], valid: tuple[str, ...], where: str,
@@ -254,6 +303,23 @@ def _limit(entry: dict[str, Any], key: str, where: str, problems: _Problems) -> 
     return value
 
 
+def _budget(entry: dict[str, Any], where: str, problems: _Problems) -> tuple[float | None, str]:
+    usd = entry.get("budget_usd")
+    period = entry.get("budget_period", "day")
+    if usd is not None and (isinstance(usd, bool) or not isinstance(usd, int | float)
+                            or not (math.isfinite(usd) and usd > 0)):
+        problems.add(where, f"budget_usd must be a number > 0 (USD per day or month), "
+                            f"got {usd!r}"[:200])
+        usd = None
+    if period not in BUDGET_PERIODS:
+        problems.add(where, f"budget_period {period!r} is not one of "
+                            f"{', '.join(BUDGET_PERIODS)}"[:200])
+        period = "day"
+    elif "budget_period" in entry and "budget_usd" not in entry:
+        problems.add(where, "budget_period applies to a budget: give budget_usd too")
+    return (None if usd is None else float(usd)), period
+
+
 def _keys(raw: Any, models: set[str], problems: _Problems,
           env: Mapping[str, str]) -> tuple[KeySpec, ...]:
     if raw is None:
@@ -310,8 +376,10 @@ def _keys(raw: Any, models: set[str], problems: _Problems,
                                             f"(configured: {', '.join(sorted(models))})")
                 allowed_models = tuple(allowed)
         rpm, tpm = (_limit(entry, k, where, problems) for k in ("rpm", "tpm"))
+        budget_usd, budget_period = _budget(entry, where, problems)
         if alias is None or digest is None:
             continue
         digests.add(digest)
-        found.append(KeySpec(alias, digest, allowed_models, rpm, tpm))
+        found.append(KeySpec(alias, digest, allowed_models, rpm, tpm, budget_usd,
+                             budget_period))
     return tuple(found)

@@ -4,8 +4,9 @@
 unknown key), 403 (model not allowed for the key), 404 (unknown model or path), 405,
 413 (body too large), 429 (rate limited, ``Retry-After``), 431 (headers too large), 501
 (not supported by the provider), 502 (the upstream failed), 503 (overloaded or circuit
-open, ``Retry-After``), 504 (the upstream timed out). Messages never echo the request's
-input back.
+open, ``Retry-After``), 504 (the upstream timed out); a key past its budget is a 429 of
+type and code ``insufficient_quota``, as OpenAI answers an account out of credit.
+Messages never echo the request's input back.
 
 Example:
     >>> err = GatewayError(404, "model 'x' is not served here; available: gemma3-270m",
@@ -41,14 +42,17 @@ _TYPES = {
 class GatewayError(TinyLLMError):
     """An answer the gateway gives instead of the model's; ``status`` is the HTTP status.
 
-    ``retry_after`` (seconds) becomes a ``Retry-After`` header. ``error_type`` (the
-    lifecycle's classification) follows the status.
+    ``retry_after`` (seconds) becomes a ``Retry-After`` header; ``headers`` are more
+    headers for the answer. ``error_type`` (the lifecycle's classification) follows the
+    status; ``kind`` (OpenAI's ``type``) too, unless given (``insufficient_quota`` is a
+    429 whose type is its own).
     """
 
     def __init__(
         self, status: int, message: str, *, code: str | None = None,
         param: str | None = None, retry_after: float | None = None,
-        error_type: str | None = None,
+        error_type: str | None = None, kind: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -57,10 +61,14 @@ class GatewayError(TinyLLMError):
         self.param = param
         self.retry_after = retry_after
         self.error_type = error_type or _error_type(status)
+        self.extra_headers = headers
+        self._kind = kind
 
     @property
     def kind(self) -> str:
-        """OpenAI's ``type`` for this status."""
+        """OpenAI's ``type``: the one given, else the status's."""
+        if self._kind is not None:
+            return self._kind
         return _TYPES.get(self.status, "api_error" if self.status >= 500 else
                           "invalid_request_error")
 
@@ -75,6 +83,7 @@ class GatewayError(TinyLLMError):
         out = [(b"content-type", b"application/json")]
         if self.retry_after is not None:
             out.append((b"retry-after", str(max(1, round(self.retry_after))).encode()))
+        out.extend(self.extra_headers)
         return out
 
 

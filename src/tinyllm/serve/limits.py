@@ -2,7 +2,8 @@
 
 With ``--redis-url`` each key's ``rpm`` and ``tpm`` buckets live in Redis (one hash per
 key and limit, updated by one Lua script, on Redis's clock), so two instances behind a
-load balancer enforce one limit. Without it the buckets live in the process
+load balancer enforce one limit; so does each key's spend against its budget
+(``tinyllm.serve.budgets``). Without it the buckets live in the process
 (``MinuteBucket``). Redis that is down or slow is not the clients' problem: the
 instance falls back to its own buckets (limits then hold per instance), logs it once,
 counts each failed call in ``tinyllm_gateway_limit_backend_errors_total``, and goes
@@ -18,14 +19,16 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 __all__ = ["MinuteBucket", "RedisLimits", "SharedBucket"]
 
 log = logging.getLogger("tinyllm.serve")
+_T = TypeVar("_T")
 
 # KEYS[1]: the bucket's hash. ARGV: capacity, refill per second, amount, mode.
 # Modes: take (grant `amount` if there, else the wait), charge (take it whatever is
@@ -104,7 +107,12 @@ class MinuteBucket:
 
 
 class RedisLimits:
-    """The connection the shared buckets use, and what happens when it fails."""
+    """The connection the shared buckets and budgets use, and what happens when it fails.
+
+    Every call goes through ``_guarded``: while Redis failed less than
+    ``retry_interval`` seconds ago it is not tried (the caller falls back at once);
+    a failure is counted and logged once, and its recovery logged once.
+    """
 
     def __init__(self, url: str, *, prefix: str = "tinyllm:limits:",
                  timeout: float = 0.25, retry_interval: float = 1.0) -> None:
@@ -118,24 +126,50 @@ class RedisLimits:
         self._down_since: float | None = None
         self.url = url
 
-    async def run(self, key: str, capacity: float, rate: float, amount: float,
-                  mode: str) -> float | None:
-        """The script's answer, or None when Redis cannot be used right now."""
-        now = time.monotonic()
+    async def _guarded(self, operation: Callable[[], Awaitable[_T]]) -> _T | None:
+        """``operation``'s answer, or None when Redis cannot be used right now."""
         down = self._down_since
-        if down is not None and now - down < self._retry_interval:
+        if down is not None and time.monotonic() - down < self._retry_interval:
             return None
         try:
-            answer = await self._script(keys=[self.prefix + key],
-                                        args=[capacity, rate, amount, mode])
+            answer = await operation()
         except Exception as exc:  # Redis down, slow, or refusing: the instance goes on
             self._failed(exc)
             return None
         if down is not None:
             self._down_since = None
-            log.warning("gateway limits: Redis at %s answers again; limits are shared "
-                        "again", self.url)
-        return float(answer)
+            log.warning("gateway limits: Redis at %s answers again; limits and budgets are "
+                        "shared again", self.url)
+        return answer
+
+    async def run(self, key: str, capacity: float, rate: float, amount: float,
+                  mode: str) -> float | None:
+        """The bucket script's answer, or None when Redis cannot be used right now."""
+        answer = await self._guarded(lambda: self._script(
+            keys=[self.prefix + key], args=[capacity, rate, amount, mode]))
+        return None if answer is None else float(answer)
+
+    async def read_amount(self, key: str) -> float | None:
+        """The number stored at ``key`` (0 when there is none), or None when Redis cannot
+        be used right now."""
+        async def read() -> float:
+            value = await self._client.get(self.prefix + key)
+            return 0.0 if value is None else float(value)
+
+        return await self._guarded(read)
+
+    async def add_amount(self, key: str, amount: float, ttl: float) -> float | None:
+        """Add ``amount`` to the number at ``key`` (INCRBYFLOAT), which expires ``ttl``
+        seconds from now; the new total, or None when Redis cannot be used right now
+        (nothing was added then)."""
+        async def add() -> float:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incrbyfloat(self.prefix + key, amount)
+                pipe.expire(self.prefix + key, max(math.ceil(ttl), 1))
+                total, _ = await pipe.execute()
+            return float(total)
+
+        return await self._guarded(add)
 
     def _failed(self, exc: Exception) -> None:
         from tinyllm.metrics.collector import get_metrics_collector
@@ -143,7 +177,7 @@ class RedisLimits:
         get_metrics_collector().increment_gateway_limit_backend_errors()
         if self._down_since is None:
             log.warning("gateway limits: Redis at %s failed (%s); each instance keeps its "
-                        "own limits until it answers", self.url, exc)
+                        "own limits and budgets' spend until it answers", self.url, exc)
         self._down_since = time.monotonic()
 
     async def close(self) -> None:

@@ -167,6 +167,7 @@ class OllamaExchange:
         headers = list(_JSON)
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        headers.extend(err.extra_headers)
         await self.whole(err.status, orjson.dumps({"error": err.message}), headers)
 
     async def start_stream(self) -> None:

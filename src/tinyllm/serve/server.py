@@ -4,6 +4,10 @@ SIGTERM or Ctrl-C: the listening socket closes, requests in flight (streams incl
 get ``grace`` seconds to finish, the upstream connections and the model's queue are
 released, the store is flushed, and the process exits 0.
 
+The configuration's prices and SLO are put in force (``configure_accounting``) before
+the gateway is built: building it builds the process's metric families, whose buckets
+include the SLO's thresholds only if the SLO is known by then.
+
 Example:
     >>> from tinyllm.serve.config import default_config
     >>> run_gateway(default_config(), port=8080)                 # doctest: +SKIP
@@ -20,7 +24,14 @@ from tinyllm.http.routing import Route
 from tinyllm.serve.app import Gateway
 from tinyllm.serve.config import GatewayConfig
 
-__all__ = ["DEFAULT_GRACE", "DEFAULT_PORT", "make_server", "run_gateway", "server_config"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_PORT",
+    "configure_accounting",
+    "make_server",
+    "run_gateway",
+    "server_config",
+]
 
 DEFAULT_PORT = 8080
 #: Seconds requests in flight get to finish after SIGTERM / Ctrl-C.
@@ -32,17 +43,47 @@ _INSTALL_HINT = "pip install 'tinyllm[serve]'"
 log = logging.getLogger("tinyllm.serve")
 
 
+def configure_accounting(config: GatewayConfig) -> None:
+    """Put ``config``'s prices and SLO in force in this process; call it before anything
+    builds the metric families (``get_metrics_collector()``, a ``Gateway``).
+
+    The file's ``prices`` are layered over the process's table (``--prices`` /
+    ``$TINYLLM_PRICES`` over the shipped one): the file wins for the models it names.
+    Its ``slo`` replaces the process's (``--slo`` / ``$TINYLLM_SLO``) whole. Without
+    either section, nothing changes.
+
+    Example:
+        >>> from tinyllm.accounting import configure_slo, get_slo
+        >>> from tinyllm.serve.config import parse_config
+        >>> configure_accounting(parse_config(
+        ...     "{models: [{name: m, provider: local}], slo: {default: {e2e: 10s}}}"))
+        >>> get_slo().objectives_for("m").e2e
+        10.0
+        >>> _ = configure_slo(None)  # back to the environment's
+    """
+    from tinyllm import accounting
+
+    if config.price_section is not None:
+        accounting.configure_prices(config.price_section.layered_over(accounting.get_prices()))
+    if config.slo is not None:
+        accounting.configure_slo(config.slo)
+
+
 def make_server(
     config: GatewayConfig, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     grace: float = DEFAULT_GRACE, routes: Mapping[str, Route] | None = None,
     gateway: Gateway | None = None,
 ) -> Any:
     """A ``uvicorn.Server`` for the gateway (not started: ``.run()`` serves until a
-    signal, ``.serve()`` inside a loop)."""
+    signal, ``.serve()`` inside a loop). Without ``gateway``, one is built from
+    ``config`` once its prices and SLO are in force (``configure_accounting``); a
+    ``gateway`` given was built by the caller, who put them in force first."""
     import uvicorn
 
-    settings = server_config(gateway or Gateway(config, routes=routes), host=host,
-                             port=port, grace=grace)
+    if gateway is None:
+        configure_accounting(config)
+        gateway = Gateway(config, routes=routes)
+    settings = server_config(gateway, host=host, port=port, grace=grace)
     return _quiet_exit(uvicorn.Server)(settings)
 
 

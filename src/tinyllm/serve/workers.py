@@ -58,8 +58,13 @@ def app() -> Any:
     from tinyllm.logging import configure_logging
     from tinyllm.serve.app import Gateway
     from tinyllm.serve.config import default_config, load_config
+    from tinyllm.serve.server import configure_accounting
 
     spec = WorkerSpec.from_env()
+    config = default_config() if spec.config_file is None else load_config(spec.config_file)
+    # First: the SLO's thresholds are bucket boundaries only of metric families built
+    # after it is known (--prices/--slo reach the worker through the environment).
+    configure_accounting(config)
     configure_logging(log_level=spec.log_level, log_format=spec.log_format)
     if spec.tracing or spec.otlp_endpoint:
         from tinyllm.telemetry import TelemetryConfig, configure_telemetry
@@ -67,7 +72,6 @@ def app() -> Any:
         configure_telemetry(TelemetryConfig(
             enable_tracing=True, exporter="otlp" if spec.otlp_endpoint else None,
             otlp_endpoint=spec.otlp_endpoint))
-    config = default_config() if spec.config_file is None else load_config(spec.config_file)
     routes = None
     if spec.db is not None:
         from tinyllm.http.store import store_routes
