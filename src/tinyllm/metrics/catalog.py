@@ -195,7 +195,8 @@ _SPECS = (
                source="issue 12"),
     MetricSpec("gateway_key_rejections_total", _C,
                "Calls refused per key alias (\"none\": no or an unknown key) and reason "
-               "(missing_key, invalid_key, model_not_allowed, budget, rpm, tpm).", ("key", "reason"),
+               "(missing_key, invalid_key, model_not_allowed, budget, rpm, tpm).",
+               ("key", "reason"),
                group="gateway", source="issue 12"),
     MetricSpec("gateway_key_cost_usd_total", _C,
                "Spend in USD of the calls accepted per key alias (the request's cost, as "
