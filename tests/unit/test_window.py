@@ -216,6 +216,15 @@ def test_spend_rate_and_goodput_over_the_window(
     assert idle["models"]["m"]["good_per_s"] == 0.0
     assert idle["models"]["m"]["good_share"] is None  # nothing judged: no share
 
+    # A model counted only through the collector's primitives has no cost series: no
+    # spend figure at all, rather than a spend of 0.
+    collector = lc.collector
+    collector.increment_request_count(model="embedder", graph="g", request_type="embed")
+    later = window(Snapshot.from_registry(registry, t=6.0),
+                   Snapshot.from_registry(registry, t=7.0))
+    assert later["models"]["embedder"]["cost_usd"] is None
+    assert later["models"]["embedder"]["unpriced"] is False
+
 
 def test_without_an_slo_goodput_is_none_and_the_first_window_has_no_rates(
     setup: tuple[CollectorRegistry, MetricsCollector, RequestLifecycle],

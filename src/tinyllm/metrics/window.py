@@ -216,10 +216,11 @@ def _spend_and_goodput(w: _Window, by: str | None) -> Callable[[str], dict[str, 
         slo = key in judged
         n_good, n_judged = good.get(key, 0.0), judged.get(key, 0.0)
         target = targets.get(key) if by else max(targets.values(), default=None)
-        spent = None if key in unknown else cost.get(key)
+        # Everything together starts at 0 spent; a model with no cost series at all
+        # (counted outside the request lifecycle) has no spend figure, not 0.
+        spent = None if key in unknown else cost.get(key, 0.0 if by is None else None)
         return {
-            # None: the model has no price (its cost is unknown), never 0; or it has no
-            # cost series at all (counted outside the request lifecycle).
+            # None: the model has no price (its cost is unknown), never 0.
             "cost_usd": spent,
             "cost_usd_per_s": None if spent is None else w.per_s(spent),
             "unpriced": key in unknown,

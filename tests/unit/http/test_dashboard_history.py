@@ -118,4 +118,4 @@ def test_without_prices_or_slo_the_panels_are_empty() -> None:
     data = history.data()
     assert data["slo"] == {"models": []} and data["cost"]["models"] == []
     assert data["series"]["good_per_s"] == [None]  # no SLO: no goodput, not 0
-    assert data["series"]["cost_usd_per_h"] == [None]  # no cost series: unknown, not 0
+    assert data["series"]["cost_usd_per_h"] == [0.0]
