@@ -349,3 +349,16 @@ def test_record_model_load_observes_a_load_timed_elsewhere(
                                      {"model": "llama3"}) == 1.5
     with pytest.raises(ValueError, match="duration must be a finite number >= 0"):
         collector.record_model_load(-1, model="llama3")
+
+
+def test_gateway_key_spend_and_budget_left(collector: MetricsCollector) -> None:
+    reg = collector.registry
+    collector.record_gateway_key_cost("team-a", 0.25)
+    collector.record_gateway_key_cost("team-a", 0.0)  # a free model: the series shows 0
+    collector.set_gateway_key_budget_remaining("team-a", 9.75)
+    assert value(reg, "tinyllm_gateway_key_cost_usd_total", key="team-a") == 0.25
+    assert value(reg, "tinyllm_gateway_key_budget_remaining_usd", key="team-a") == 9.75
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="usd must be a finite number >= 0"):
+            collector.record_gateway_key_cost("team-a", bad)
+    assert value(reg, "tinyllm_gateway_key_cost_usd_total", key="team-a") == 0.25

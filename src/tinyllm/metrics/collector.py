@@ -349,6 +349,18 @@ class MetricsCollector:
         if output_tokens:
             self._child("gateway_key_tokens_total", (key, "output")).inc(output_tokens)
 
+    def record_gateway_key_cost(self, key: str, usd: float) -> None:
+        """Add a finished call's cost (USD, the request's ``cost_usd``) to key ``key``'s
+        spend (``gateway_key_cost_usd_total``); 0 too, so a key on free models shows 0."""
+        check_amount("usd", usd)
+        self._child("gateway_key_cost_usd_total", (key,)).inc(usd)
+
+    def set_gateway_key_budget_remaining(self, key: str, usd: float) -> None:
+        """What is left of key ``key``'s budget this period, USD
+        (``gateway_key_budget_remaining_usd``)."""
+        check_amount("usd", usd)
+        self._child("gateway_key_budget_remaining_usd", (key,)).set(usd)
+
     def increment_gateway_key_rejections(self, key: str, reason: str) -> None:
         """Count one call refused for key alias ``key`` (``none``: no or an unknown key)."""
         self._child("gateway_key_rejections_total", (key, reason)).inc()

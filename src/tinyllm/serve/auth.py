@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tinyllm.metrics.collector import get_metrics_collector
 from tinyllm.serve.budgets import Budget, refusal
 from tinyllm.serve.config import KeySpec
 from tinyllm.serve.errors import GatewayError
@@ -43,7 +44,7 @@ class Key:
     the process-wide collector, resolved when first used).
     """
 
-    __slots__ = ("_collector", "_cost", "alias", "budget", "models", "rpm", "tpm")
+    __slots__ = ("_collector", "alias", "budget", "models", "rpm", "tpm")
 
     def __init__(self, spec: KeySpec, limits: RedisLimits | None = None,
                  collector: MetricsCollector | None = None) -> None:
@@ -57,7 +58,6 @@ class Key:
         self.budget = Budget(spec.alias, spec.budget_usd, spec.budget_period, backend=limits,
                              name=name, collector=collector) if spec.budget_usd else None
         self._collector = collector
-        self._cost: Any = None
 
     async def charge_tokens(self, tokens: int) -> None:
         """Count a finished call's tokens against the key's ``tpm``."""
@@ -69,18 +69,10 @@ class Key:
         (``request.cost_usd``; None: unpriced) to ``gateway_key_cost_usd_total`` and the
         budget's spend."""
         if cost_usd is not None:  # 0 too: a key on free models shows a spend of 0
-            cost = self._cost
-            if cost is None:
-                collector = self._collector
-                if collector is None:
-                    from tinyllm.metrics.collector import get_metrics_collector
-
-                    collector = get_metrics_collector()
-                # No collector method counts it; the child is cached here, as the
-                # lifecycle caches its own.
-                cost = self._cost = collector._child("gateway_key_cost_usd_total",
-                                                     (self.alias,))
-            cost.inc(cost_usd)
+            collector = self._collector
+            if collector is None:
+                collector = self._collector = get_metrics_collector()
+            collector.record_gateway_key_cost(self.alias, cost_usd)
         await self.charge_tokens(tokens)
         if self.budget is not None:
             await self.budget.add(cost_usd)

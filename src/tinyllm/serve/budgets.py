@@ -39,8 +39,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tinyllm.metrics.collector import get_metrics_collector
 from tinyllm.serve.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class Budget:
     when first set). Must not be shared across event loops (its Redis client is not).
     """
 
-    __slots__ = ("_backend", "_clock", "_collector", "_end", "_gauge", "_id", "_name",
+    __slots__ = ("_backend", "_clock", "_collector", "_end", "_id", "_name",
                  "_seen", "_unsent", "alias", "period", "usd")
 
     def __init__(
@@ -104,7 +105,6 @@ class Budget:
         self._backend = backend
         self._name = name or alias
         self._collector = collector
-        self._gauge: Any = None
         self._clock = clock
         self._id, self._end = period_of(period, clock())
         self._seen = 0.0    # the period's spend as last known (shared, or this process's)
@@ -178,18 +178,10 @@ class Budget:
         self._show()
 
     def _show(self) -> None:
-        gauge = self._gauge
-        if gauge is None:
-            collector = self._collector
-            if collector is None:
-                from tinyllm.metrics.collector import get_metrics_collector
-
-                collector = get_metrics_collector()
-            # No collector method sets this gauge; the child is cached here, as the
-            # lifecycle caches its own.
-            gauge = self._gauge = collector._child("gateway_key_budget_remaining_usd",
-                                                   (self.alias,))
-        gauge.set(self.remaining)
+        collector = self._collector
+        if collector is None:
+            collector = self._collector = get_metrics_collector()
+        collector.set_gateway_key_budget_remaining(self.alias, self.remaining)
 
 
 def refusal(budget: Budget) -> GatewayError:
