@@ -27,3 +27,14 @@ def check_amount(name: str, value: Any, *, integral: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if integral and value != int(value):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def unknown_keys(mapping: Any, valid: tuple[str, ...], where: str) -> list[str]:
+    """One problem line per key of ``mapping`` that is not in ``valid``, naming the valid.
+
+    Example:
+        >>> unknown_keys({"prices": {}, "currency": "EUR"}, ("prices", "slo"), "c.yaml: top level")
+        ["c.yaml: top level: unknown key 'currency' (valid: prices, slo)"]
+    """
+    return [f"{where}: unknown key {key!r} (valid: {', '.join(valid)})"
+            for key in mapping if key not in valid]

@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tinyllm._trailing import TrailingMinute
 from tinyllm.pricing import ModelPrice, PriceError, PriceTable, default_prices, load_prices
@@ -50,14 +51,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("tinyllm.accounting")
+T = TypeVar("T")
 
 #: Providers that run on the user's own machine: their models cost 0 unless priced
 #: (give a ``per_hour`` price to count what running them costs).
 LOCAL_PROVIDERS = frozenset({"local", "ollama"})
 
 _lock = threading.Lock()
-_prices: PriceTable | None = None
-_slo: SLOConfig | None = None
 # Bumped by every configure_*: lifecycles re-resolve a model's accounting when it moves.
 _generation = 0
 
@@ -67,42 +67,57 @@ def generation() -> int:
     return _generation
 
 
-def _from_env(name: str, load: Any, fallback: Any) -> Any:
-    path = os.environ.get(name, "").strip()
-    if not path:
-        return fallback
-    try:
-        return load(path)
-    except (PriceError, SLOError) as exc:
-        # A library cannot stop its host over a bad file: say so once, carry on without it.
-        log.error("%s=%s is not used: %s", name, path, exc)
-        return fallback
+class _Setting(Generic[T]):
+    """One process-wide setting: what ``set`` gave, else the file ``$env`` names (read
+    once, on first use), else ``default()``."""
+
+    def __init__(self, env: str, load: Callable[[str], T], default: Callable[[], T]) -> None:
+        self.env, self._load, self._default = env, load, default
+        self._value: T | None = None
+
+    def get(self) -> T:
+        found = self._value
+        if found is None:
+            with _lock:
+                if self._value is None:
+                    self._value = self._from_env()
+                found = self._value
+        return found
+
+    def _from_env(self) -> T:
+        path = os.environ.get(self.env, "").strip()
+        if path:
+            try:
+                return self._load(path)
+            except (PriceError, SLOError) as exc:
+                # A library cannot stop its host over a bad file: say so once, carry on
+                # without it.
+                log.error("%s=%s is not used: %s", self.env, path, exc)
+        return self._default()
+
+    def set(self, value: T | None) -> T | None:
+        """Use ``value`` from now on (None: the environment again); the one before."""
+        global _generation
+        with _lock:
+            previous, self._value = self._value, value
+            _generation += 1
+        return previous
+
+
+_PRICES: _Setting[PriceTable] = _Setting(ENV_PRICES, load_prices, default_prices)
+_SLO: _Setting[SLOConfig] = _Setting(ENV_SLO, load_slo, SLOConfig)
 
 
 def get_prices() -> PriceTable:
     """The process's price table: ``configure_prices``'s, else ``$TINYLLM_PRICES`` over
     the shipped table, else the shipped table."""
-    global _prices
-    found = _prices
-    if found is None:
-        with _lock:
-            if _prices is None:
-                _prices = _from_env(ENV_PRICES, load_prices, None) or default_prices()
-            found = _prices
-    return found
+    return _PRICES.get()
 
 
 def get_slo() -> SLOConfig:
     """The process's SLO configuration: ``configure_slo``'s, else ``$TINYLLM_SLO``'s,
     else none (no objectives)."""
-    global _slo
-    found = _slo
-    if found is None:
-        with _lock:
-            if _slo is None:
-                _slo = _from_env(ENV_SLO, load_slo, None) or SLOConfig()
-            found = _slo
-    return found
+    return _SLO.get()
 
 
 def configure_prices(prices: PriceTable | str | os.PathLike[str] | None) -> PriceTable | None:
@@ -111,12 +126,7 @@ def configure_prices(prices: PriceTable | str | os.PathLike[str] | None) -> Pric
 
     Raises ``PriceError`` (listing every problem) for a bad file; nothing changes then.
     """
-    global _prices, _generation
-    table = load_prices(prices) if isinstance(prices, str | os.PathLike) else prices
-    with _lock:
-        previous, _prices = _prices, table
-        _generation += 1
-    return previous
+    return _PRICES.set(load_prices(prices) if isinstance(prices, str | os.PathLike) else prices)
 
 
 def configure_slo(slo: SLOConfig | str | os.PathLike[str] | None) -> SLOConfig | None:
@@ -127,11 +137,8 @@ def configure_slo(slo: SLOConfig | str | os.PathLike[str] | None) -> SLOConfig |
     arrives after the first request is logged as a warning (the met/missed counters
     still count it exactly). Raises ``SLOError`` for a bad file; nothing changes then.
     """
-    global _slo, _generation
     config = load_slo(slo) if isinstance(slo, str | os.PathLike) else slo
-    with _lock:
-        previous, _slo = _slo, config
-        _generation += 1
+    previous = _SLO.set(config)
     if config is not None:
         _warn_late_boundaries(config)
     return previous

@@ -21,13 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyllm._validation import unknown_keys
 from tinyllm.errors import TinyLLMError
 
-__all__ = ["ModelPrice", "PriceError", "PriceTable", "parse_prices"]
+__all__ = ["COST_FILE_KEYS", "ModelPrice", "PriceError", "PriceTable", "parse_prices"]
 
 _PER_MILLION = 1e-6
 _PRICE_KEYS = ("cached_input", "input", "output", "per_hour", "source")
-_TOP_KEYS = ("effective_date", "prices", "slo")
+#: The sections of a cost file: prices (here) and SLOs (``tinyllm.slo``).
+COST_FILE_KEYS = ("effective_date", "prices", "slo")
 # A snapshot or tag: -2024-07-18 (OpenAI), -20241022 (Anthropic), -2411 (Mistral's
 # year-month), -latest, @001 (Vertex), :latest (Ollama).
 _DATE_SUFFIX = re.compile(
@@ -151,11 +153,7 @@ def parse_prices(data: Mapping[str, Any], *, source: str = "<string>") -> PriceT
     ``effective_date``; a ``slo`` section is left to the SLO reader). Every problem is
     reported at once in a ``PriceError``; nothing is half-read.
     """
-    problems: list[str] = []
-    for key in data:
-        if key not in _TOP_KEYS:
-            problems.append(f"{source}: top level: unknown key {key!r} "
-                            f"(valid: {', '.join(_TOP_KEYS)})")
+    problems = unknown_keys(data, COST_FILE_KEYS, f"{source}: top level")
     effective = data.get("effective_date")
     if effective is not None:
         effective = str(effective)
@@ -176,9 +174,7 @@ def parse_prices(data: Mapping[str, Any], *, source: str = "<string>") -> PriceT
             problems.append(f"{where}: must be a mapping with input/output (USD per million "
                             f"tokens) and/or per_hour (USD), got {entry!r}"[:200])
             continue
-        for key in entry:
-            if key not in _PRICE_KEYS:
-                problems.append(f"{where}: unknown key {key!r} (valid: {', '.join(_PRICE_KEYS)})")
+        problems += unknown_keys(entry, _PRICE_KEYS, where)
         values = {k: _number(entry, k, where, problems)
                   for k in ("input", "output", "cached_input", "per_hour")}
         src = entry.get("source", "")

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from tinyllm._files import FileProblem, read_text
+from tinyllm._validation import unknown_keys
 from tinyllm.errors import TinyLLMError
 from tinyllm.models.local import DEFAULT_LOCAL_MODEL
 from tinyllm.pricing import PriceError, PriceTable, default_prices, parse_prices
@@ -169,9 +170,7 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: top level: expected a mapping with 'models' (and "
                            f"optionally 'keys'), got {type(data).__name__}"])
-    for key in data:
-        if key not in _TOP_KEYS:
-            problems.add("top level", f"unknown key {key!r} (valid: {', '.join(_TOP_KEYS)})")
+    _unknown(data, _TOP_KEYS, "top level", problems)
     models = _models(data.get("models"), problems, env)
     keys = _keys(data.get("keys"), set(models), problems, env)
     section = _prices(data, source, problems)
@@ -210,9 +209,7 @@ def _slo(data: dict[str, Any], source: str, problems: _Problems) -> SLOConfig | 
 
 def _unknown(entry: dict[str, Any], valid: tuple[str, ...], where: str,
              problems: _Problems) -> None:
-    for key in entry:
-        if key not in valid:
-            problems.add(where, f"unknown key {key!r} (valid: {', '.join(valid)})")
+    problems.lines += unknown_keys(entry, valid, f"{problems.source}: {where}")
 
 
 def _text(entry: dict[str, Any], key: str, where: str, problems: _Problems,

@@ -33,7 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tinyllm._validation import unknown_keys
 from tinyllm.errors import TinyLLMError
+from tinyllm.pricing._table import COST_FILE_KEYS
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -50,7 +52,6 @@ OBJECTIVES = ("ttft", "tpot", "e2e")
 DEFAULT_TARGET = 0.99
 _ENTRY_KEYS = (*OBJECTIVES, "target")
 _SLO_KEYS = ("default", "models")
-_TOP_KEYS = ("effective_date", "prices", "slo")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
@@ -213,20 +214,14 @@ def parse_slo(data: Mapping[str, Any], *, source: str = "<string>") -> SLOConfig
     A model's entry inherits what it does not set from ``default`` (``null`` drops one).
     Every problem is reported at once in an ``SLOError``; nothing is half-read.
     """
-    problems: list[str] = []
-    for key in data:
-        if key not in _TOP_KEYS:
-            problems.append(f"{source}: top level: unknown key {key!r} "
-                            f"(valid: {', '.join(_TOP_KEYS)})")
+    problems = unknown_keys(data, COST_FILE_KEYS, f"{source}: top level")
     raw = data.get("slo")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise SLOError([*problems, f"{source}: slo: must be a mapping with default and/or "
                                    f"models, got {type(raw).__name__}"])
-    for key in raw:
-        if key not in _SLO_KEYS:
-            problems.append(f"{source}: slo: unknown key {key!r} (valid: {', '.join(_SLO_KEYS)})")
+    problems += unknown_keys(raw, _SLO_KEYS, f"{source}: slo")
     default = None
     if raw.get("default") is not None:
         default = _entry(raw["default"], f"{source}: slo.default", Objectives(), problems)
