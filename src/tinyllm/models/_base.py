@@ -318,6 +318,7 @@ class ModelClient(ABC):
         finish: str | None = None
         input_tokens: int | None = None
         output_tokens: int | None = None
+        cached_tokens: int | None = None
         opened = answered = False
         rest: Iterator[Delta] = iter(())
         try:
@@ -335,6 +336,8 @@ class ModelClient(ABC):
                     input_tokens = delta.input_tokens
                 if delta.output_tokens is not None:
                     output_tokens = delta.output_tokens
+                if delta.cached_input_tokens is not None:
+                    cached_tokens = delta.cached_input_tokens
                 if delta.finish_reason is not None:
                     finish = delta.finish_reason
                 if delta.text:
@@ -357,7 +360,7 @@ class ModelClient(ABC):
                 close()
         if self.breaker is not None:
             self.breaker.record_success()
-        observed.usage(input_tokens, output_tokens)
+        observed.usage(input_tokens, output_tokens, cached_tokens)
         if finish is not None:
             observed.set_finish_reasons(finish)
         observed.end()

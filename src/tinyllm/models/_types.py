@@ -168,3 +168,5 @@ class Delta:
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    #: The part of ``input_tokens`` the provider served from its prompt cache.
+    cached_input_tokens: int | None = None

@@ -147,12 +147,15 @@ def _answer(body: dict[str, Any], chat: bool, url: str, *, streamed: bool) -> De
     if not isinstance(text, str):
         raise ModelError(f"{url} sent a non-text answer", error_type="server_error")
     usage = body.get("usage")
-    input_tokens = output_tokens = None
+    input_tokens = output_tokens = cached = None
     if isinstance(usage, dict):
         input_tokens = count_field(usage.get("prompt_tokens"))
         output_tokens = count_field(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):  # prompt-cache hits, priced apart
+            cached = count_field(details.get("cached_tokens"))
     return Delta(
         text=text, tokens=1 if streamed and text else 0,
         finish_reason=finish if isinstance(finish, str) else None,
-        input_tokens=input_tokens, output_tokens=output_tokens,
+        input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached,
     )

@@ -303,3 +303,22 @@ def test_bad_arguments_fail_at_the_call_site(collector: MetricsCollector) -> Non
                      collector=collector, breaker=False)
     with pytest.raises(ValueError, match="base_url"):
         OpenAIClient("127.0.0.1:8000/v1", MODEL, collector=collector, breaker=False)
+
+
+def test_prompt_cache_hits_are_priced_apart(
+        client: OpenAIClient, server: FaultServer, registry: CollectorRegistry) -> None:
+    from tinyllm.accounting import configure_prices
+    from tinyllm.pricing import ModelPrice, PriceTable
+
+    events = chat_events(usage=(1000, 10))
+    usage = next(e for e in events if isinstance(e, dict) and "usage" in e)
+    usage["usage"]["prompt_tokens_details"] = {"cached_tokens": 400}
+    server.script(stream_reply(*events))
+    configure_prices(PriceTable({MODEL: ModelPrice(input=1.0, output=2.0, cached_input=0.25)}))
+    try:
+        assert list(client.stream("What is 2+2?", max_tokens=16)) == list(TEXTS)
+    finally:
+        configure_prices(None)
+    # 600 uncached at 1.0, 400 cached at 0.25, 10 output at 2.0, per million tokens.
+    assert value(registry, "tinyllm_cost_usd_total", model=MODEL) == pytest.approx(
+        (600 * 1.0 + 400 * 0.25 + 10 * 2.0) / 1e6)
