@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 PORT   ?= 9090
 
-.PHONY: run test setup services lint typecheck unit bench docs clean
+.PHONY: run test setup services lint typecheck unit bench soak docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+
+## soak: the long reliability runs (tests/reliability, marked soak), each printing its figure
+soak: setup services
+	$(BIN)/python -m pytest -q -m soak tests/reliability
 
 ## bench: our cost against the raw libraries, side by side, as ratios
 bench: setup services
