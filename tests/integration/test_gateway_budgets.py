@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.fault_server import DONE, Exchange, FaultServer, Reply, sse
 from tests.support.servers import free_port, wait_ready
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -178,14 +179,6 @@ def metric(url: str, name: str, **labels: str) -> float:
             if s.name == name and s.labels == labels:
                 return float(s.value)
     return 0.0
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """A call's cost is added to its key's spend just after its answer has gone out."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.02)
 
 
 REMAINING = "tinyllm_gateway_key_budget_remaining_usd"

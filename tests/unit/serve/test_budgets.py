@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ import redis
 
 from tests.support.fault_server import DONE, FaultServer, Reply, sse
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 from tinyllm.accounting import configure_prices
 from tinyllm.metrics import MetricsCollector
 from tinyllm.pricing import ModelPrice, PriceTable
@@ -37,15 +38,6 @@ REDIS = "redis://127.0.0.1:6379/11"  # a database of its own; keys under a fresh
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Until ``check()`` holds: a call's cost is added to its key's spend just after its
-    answer has gone out, so a client may see the answer a moment before the spend."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the spend was never added"
-        time.sleep(0.005)
 
 
 class Clock:
