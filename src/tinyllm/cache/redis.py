@@ -168,9 +168,11 @@ class RedisCache:
         options: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
-            # One immediate retry: it reconnects a pooled socket that a restarted Redis
-            # closed, without redis-py's default backoff (seconds) on a dead server.
-            "retry": Retry(NoBackoff(), 1),
+            # One immediate retry, on a connection error only: it reconnects a pooled
+            # socket that a restarted Redis closed, without redis-py's default backoff
+            # (seconds) on a dead server. Not on a timeout: a Redis that does not answer
+            # would then cost a request two socket_timeouts instead of one.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         }
         if url is not None:
             self._client: Any = redis.Redis.from_url(url, **options)

@@ -247,7 +247,75 @@ def _exporter(
             f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), name)
     except ImportError as exc:
         raise _otlp_missing(exc) from exc
-    return otlp(endpoint=endpoint, headers=r.headers or None, timeout=r.export_timeout)
+    exporter = otlp(endpoint=endpoint, headers=r.headers or None, timeout=r.export_timeout)
+    if transport == "grpc":
+        _spec_retries(exporter)
+    return exporter
+
+
+class _RetryableCodes:
+    """The gRPC status codes the OTLP spec lets an exporter retry.
+
+    OpenTelemetry's gRPC exporters retry RESOURCE_EXHAUSTED always; the spec
+    (OTLP/gRPC "Failures") allows it only when the server says recovery is possible,
+    i.e. sends a ``google.rpc.RetryInfo``. A collector shedding load without one must
+    not get the same batch again six times. Whether the last answer on this thread had
+    a RetryInfo is set by ``_RetryInfoStub`` just before the exporter asks.
+    """
+
+    _RETRY_INFO = "google.rpc.retryinfo-bin"
+
+    def __init__(self, codes: frozenset[Any]) -> None:
+        # grpc.StatusCode members, compared by name (grpc ships no type stubs).
+        self._codes = frozenset(c for c in codes if c.name != "RESOURCE_EXHAUSTED")
+        self._local = threading.local()
+
+    def __contains__(self, code: object) -> bool:
+        if getattr(code, "name", None) == "RESOURCE_EXHAUSTED":
+            return bool(getattr(self._local, "retry_info", False))
+        return code in self._codes
+
+    def saw(self, error: Any) -> None:
+        try:
+            trailers = dict(error.trailing_metadata() or ())
+        except Exception:  # not a call error: no RetryInfo to honour
+            trailers = {}
+        self._local.retry_info = self._RETRY_INFO in trailers
+
+
+class _RetryInfoStub:
+    """The exporter's gRPC stub, noting whether a failed call carried a RetryInfo."""
+
+    def __init__(self, inner: Any, codes: _RetryableCodes) -> None:
+        self._inner = inner
+        self._codes = codes
+
+    def Export(self, *args: Any, **kwargs: Any) -> Any:  # the stub's own name
+        try:
+            return self._inner.Export(*args, **kwargs)
+        except Exception as exc:
+            self._codes.saw(exc)
+            raise
+
+
+def _spec_retries(exporter: Any) -> None:
+    """Make an OTel gRPC exporter retry only what the OTLP spec allows (see
+    ``_RetryableCodes``). Left as it is when the SDK's internals differ from the ones
+    this was written against (then the SDK's own rule applies)."""
+    codes = getattr(exporter, "_retryable_error_codes", None)
+    init = getattr(exporter, "_initialize_channel_and_stub", None)
+    if not isinstance(codes, frozenset) or init is None or getattr(
+            exporter, "_client", None) is None:
+        return
+    retryable = _RetryableCodes(codes)
+
+    def initialize() -> None:  # the SDK makes a new stub after UNAVAILABLE
+        init()
+        exporter._client = _RetryInfoStub(exporter._client, retryable)
+
+    exporter._retryable_error_codes = retryable
+    exporter._client = _RetryInfoStub(exporter._client, retryable)
+    exporter._initialize_channel_and_stub = initialize
 
 
 def host_port(endpoint: str) -> tuple[str, int]:
