@@ -45,7 +45,7 @@ from tinyllm.store._statements import make_insert, make_meta_claim, make_upsert
 from tinyllm.store._wal import WalCheckpointer
 from tinyllm.store.writer import Bins, Event, Sums, Writer, fold_events
 
-__all__ = ["DEFAULT_TARGET", "MetricsDatabase"]
+__all__ = ["DEFAULT_TARGET", "PG_CONNECT_TIMEOUT", "MetricsDatabase"]
 
 log = logging.getLogger("tinyllm.store")
 
@@ -53,6 +53,9 @@ log = logging.getLogger("tinyllm.store")
 #: ./metrics.db by default".
 DEFAULT_TARGET = "./metrics.db"
 _PAGE = 2000  # rows per round trip when reading raw rows back (flat memory)
+#: Seconds libpq may take to connect to PostgreSQL (its default is to wait forever);
+#: a ``connect_timeout`` in the URL overrides it.
+PG_CONNECT_TIMEOUT = 5
 _LOCK_KEY = 0x746C6C6D  # PostgreSQL advisory lock serialising concurrent schema creation
 #: ``store_meta`` key claimed once the roll-ups hold the spend columns (and their sums).
 _SPEND_KEY = "rollups_spend"
@@ -179,8 +182,11 @@ class MetricsDatabase:
     Args:
         target: a SQLite file path (default ``./metrics.db``), ``sqlite:///path``, or a
             ``postgresql://user@host/db`` URL (driven by psycopg 3).
-        queue_size: events held in memory before ``record_event`` starts dropping
-            (counted as ``reason="queue_full"``).
+        queue_size: events held in memory (queued, or taken by the writer and not yet
+            committed) before ``record_event`` starts dropping (counted as
+            ``reason="queue_full"``). The default, 50,000, holds ~20 MB of typical
+            events; under sustained overload the process grows < 50 MB
+            (tests/reliability/test_store_overload.py; 100,000 grew 53-55 MB).
         batch_size: most events prepared (redacted, encoded, folded) and committed
             together. A writer that falls behind commits several batches (up to 8) in
             one transaction. Bigger batches upsert each roll-up row once for more
@@ -200,7 +206,7 @@ class MetricsDatabase:
         self,
         target: str | os.PathLike[str] = DEFAULT_TARGET,
         *,
-        queue_size: int = 100_000,
+        queue_size: int = 50_000,
         batch_size: int = 8192,
         flush_interval: float = 0.1,
         collector: Any = None,
@@ -223,7 +229,12 @@ class MetricsDatabase:
             engine = create_engine(parsed, connect_args={"timeout": 10})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(parsed, pool_pre_ping=True)
+            # libpq waits forever by default for a server that accepts the connection
+            # and never answers (frozen, half-dead host): the constructor would hang the
+            # host, and the writer would stop draining. A URL's own connect_timeout wins.
+            args = {} if "connect_timeout" in parsed.query else {
+                "connect_timeout": PG_CONNECT_TIMEOUT}
+            engine = create_engine(parsed, pool_pre_ping=True, connect_args=args)
         self.engine: Engine = engine
         self.dialect: str = engine.dialect.name
         self._collector = collector
@@ -350,7 +361,11 @@ class MetricsDatabase:
                                 f"{type(metadata).__name__}")
             metadata = metadata.copy()  # the caller may reuse its dict; redaction is later
         q = self._queue
-        if len(q) >= self._max:  # _max is -1 once closed
+        w = self._writer
+        # Queued plus taken by the writer and not yet committed: queue_size bounds every
+        # event the store holds. Read in this order the sum never undercounts (see
+        # Writer.taken).
+        if len(q) - w.released + w.taken >= self._max:  # _max is -1 once closed
             self._drop("closed" if self._closed else "queue_full", 1, None)
             return
         q.append((event_type, duration, model_id, user_id, timestamp, metadata))
@@ -389,8 +404,10 @@ class MetricsDatabase:
 
     @property
     def pending(self) -> int:
-        """Events queued and not yet committed."""
-        return len(self._queue)
+        """Events recorded and not yet committed (or dropped): queued, or in the writer's
+        batches. Read while the writer takes a batch, it may count that batch twice."""
+        w = self._writer
+        return len(self._queue) - w.released + w.taken
 
     def _drop(self, reason: str, count: int, exc: BaseException | None) -> None:
         with self._lock:
