@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -183,6 +184,19 @@ _LENIENT = json.JSONEncoder(
 )
 
 
+# Characters that end a line for ``str.splitlines`` (and many log viewers) but that JSON
+# may carry raw inside a string (orjson escapes the C0 ones, \n \r \x0b \x0c \x1c-\x1e,
+# already), and lone surrogates (the standard library's encoder writes them raw; they
+# have no UTF-8 form, so the line could not be written at all). Outside strings a JSON
+# document is ASCII, so escaping these wherever they stand is safe, and ``\ud800`` reads
+# back as the same string.
+_JSON_LINE_BREAKS = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
+
+
+def _escape_code(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def dumps(event_dict: EventDict) -> str:
     """One JSON object on one line; never raises.
 
@@ -190,6 +204,13 @@ def dumps(event_dict: EventDict) -> str:
     is the gateway's largest per-request cost after the upstream call); the standard
     library where orjson refuses (an int past 64 bits) or reads differently.
     """
+    line = _dumps(event_dict)
+    if _JSON_LINE_BREAKS.search(line) is not None:
+        line = _JSON_LINE_BREAKS.sub(_escape_code, line)
+    return line
+
+
+def _dumps(event_dict: EventDict) -> str:
     try:
         return orjson.dumps(event_dict, default=_json_default,
                             option=orjson.OPT_NON_STR_KEYS).decode()
@@ -211,8 +232,42 @@ def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     return dumps(event_dict)
 
 
+class _Shown:
+    """A string value shown by the console renderer as ``repr`` shows it (quoted, every
+    control and invisible character escaped)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+# What ends a line for ``str.splitlines``: escaped in the rendered line, the last guard
+# (a traceback, a field name, an object's repr). Values are escaped before rendering,
+# control characters a terminal would obey (ESC: colours, cursor moves) included.
+_CONSOLE_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in
+                                      "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its non-printable characters escaped as ``repr`` escapes them."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 class ConsoleLineRenderer:
-    """Renderer: structlog's readable console line, without the constant ``app``/``version``."""
+    """Renderer: structlog's readable console line, without the constant ``app``/``version``.
+
+    One event is one line, whatever its message and fields hold: a string with a newline,
+    a carriage return, an ANSI escape or another non-printable character is shown escaped
+    (``model='a\\nb'``), and a traceback is written on the same line, its line breaks as
+    ``\\n``, so no value can start a line that looks like an event of its own.
+    """
 
     processor_name = "render_console"
 
@@ -223,11 +278,24 @@ class ConsoleLineRenderer:
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
         event_dict.pop("app", None)
         event_dict.pop("version", None)
+        for key, value in event_dict.items():
+            if isinstance(value, str) and not value.isprintable():
+                if key == "event":
+                    event_dict[key] = _one_line(value)
+                elif key not in ("exception", "stack"):
+                    event_dict[key] = _Shown(value)
         try:
-            return self._renderer(logger, method_name, event_dict)
+            line = self._renderer(logger, method_name, event_dict)
         except Exception as exc:
             report_once("console", f"console rendering failed ({exc!r}); using JSON")
             return dumps(event_dict)
+        # Left now: a traceback or stack after the line, or a repr of some object.
+        if line.isprintable():
+            return line
+        line = line.translate(_CONSOLE_LINE_BREAKS)
+        if _SURROGATE.search(line) is not None:  # unwritable to a UTF-8 stream
+            line = _SURROGATE.sub(_escape_code, line)
+        return line
 
 
 class Capture:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -75,11 +76,23 @@ class Family:
                     f"{self.name} takes labels {self.spec.labels}, got {len(key)} values"
                 )
             if len(self.children) < budget or key == self._other_key:
-                child = self.metric.labels(*key) if key else self.metric
+                child = self.metric.labels(*_encodable(key)) if key else self.metric
                 self.children[key] = child
                 return child
             self.dropped += 1
             return self.metric.labels(*self._other_key)
+
+
+# Lone surrogates ("\ud800", from ``json.loads`` or ``surrogateescape`` decoding) have
+# no UTF-8 form: one in a label value would make every later scrape of the registry fail
+# (``generate_latest`` encodes the whole page). They become U+FFFD, once per new series.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    if any(isinstance(v, str) and _SURROGATES.search(v) for v in key):
+        return tuple(_SURROGATES.sub("\ufffd", v) if isinstance(v, str) else v for v in key)
+    return key
 
 
 def _build(spec: MetricSpec, name: str, registry: CollectorRegistry,

@@ -159,32 +159,45 @@ def prometheus_lines(t: Totals, prefix: str) -> Iterator[str]:
     yield "".join(lines)
 
 
-def _tag(value: str) -> str:
-    # Line protocol: commas, equals signs and spaces in tag values are backslash-escaped;
-    # a newline cannot be escaped at all, so it becomes a space (escaped).
-    return (value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
-            .replace(" ", "\\ ").replace("\n", "\\ "))
+# Line protocol (InfluxDB 1.x, checked against influxd): in a tag value a comma, an
+# equals sign or a space is escaped with a backslash, and a backslash is taken as it
+# is (escaping it too would double it on the way back). Three things cannot be written
+# at all, and a point holding one would make InfluxDB refuse the whole write: a newline
+# (it ends the line), a trailing backslash (it would escape the delimiter after it) and
+# an empty value ("missing tag value"). A newline becomes U+2424 (SYMBOL FOR NEWLINE),
+# a trailing backslash U+FF3C (FULLWIDTH REVERSE SOLIDUS); an empty value leaves the
+# tag out, which InfluxDB reads back as the empty string.
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\u2424"})
+
+
+def _tag(key: str, value: str) -> str:
+    """``,key=value`` escaped for a tag, or nothing for an empty value."""
+    if not value:
+        return ""
+    if value[-1] == "\\":
+        value = value[:-1] + "\uff3c"
+    return f",{key}={value.translate(_TAG_ESCAPES)}"
 
 
 def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[str]:
     """The InfluxDB line protocol of ``t``, every point stamped ``timestamp_ns``."""
     eps, types = _by_endpoint(t), _by_type(t)
     m, ts = measurement, timestamp_ns
-    yield "".join(f"{m},type=requests,endpoint={_tag(ep)} count={n} {ts}\n"
+    yield "".join(f"{m},type=requests{_tag('endpoint', ep)} count={n} {ts}\n"
                   for ep, (n, _e) in eps.items())
-    yield "".join(f"{m},type=latency,event_type={_tag(et)} value={_num(d / n)} {ts}\n"
+    yield "".join(f"{m},type=latency{_tag('event_type', et)} value={_num(d / n)} {ts}\n"
                   for et, (n, d, _t) in types.items() if n)
-    yield "".join(f"{m},type=tokens,event_type={_tag(et)} count={tok} {ts}\n"
+    yield "".join(f"{m},type=tokens{_tag('event_type', et)} count={tok} {ts}\n"
                   for et, (_n, _d, tok) in types.items())
     # Beyond the diffusion service's export.
-    yield "".join(f"{m},type=errors,endpoint={_tag(ep)} count={e} {ts}\n"
+    yield "".join(f"{m},type=errors{_tag('endpoint', ep)} count={e} {ts}\n"
                   for ep, (_n, e) in eps.items())
     lines = []
     for et in types:
         h = t.hist.get(et)
         if h:
             fields = ",".join(f"p{round(q * 100)}={_num(quantile(h, q))}" for q in QUANTILES)
-            lines.append(f"{m},type=latency_quantiles,event_type={_tag(et)} {fields} {ts}\n")
+            lines.append(f"{m},type=latency_quantiles{_tag('event_type', et)} {fields} {ts}\n")
     yield "".join(lines)
     # Spend per model: cost_usd is always a float field (repr of a float).
     lines = []
@@ -192,7 +205,7 @@ def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[s
         fields = f"cost_usd={_num(cost)},unpriced_requests={unpriced},requests={n}"
         if judged:
             fields += f",slo_requests={judged},slo_met={met}"
-        lines.append(f"{m},type=cost,model_id={_tag(model)} {fields} {ts}\n")
+        lines.append(f"{m},type=cost{_tag('model_id', model)} {fields} {ts}\n")
     yield "".join(lines)
 
 
