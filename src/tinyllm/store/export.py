@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, literal, select
 
+from tinyllm.metrics.families import OTHER
 from tinyllm.store import schema
 from tinyllm.store._checks import check_range
 from tinyllm.store.summary import QUANTILES, Totals, quantile, totals
@@ -110,6 +111,25 @@ def _by_type(t: Totals) -> dict[str, list[Any]]:
     return dict(sorted(out.items()))
 
 
+#: The most models an export names; the rest are summed under ``other``, as the live
+#: metrics' cardinality guard folds them (a scan of made-up model names must not turn a
+#: scrape of the export into 20,000 series).
+MAX_EXPORTED_MODELS = 1000
+
+
+def _models(t: Totals) -> list[tuple[str, list[Any]]]:
+    """Spend per model, sorted: the ``MAX_EXPORTED_MODELS`` with the most requests (ties
+    by name), the rest summed as ``other``."""
+    ranked = sorted(t.models.items(), key=lambda item: (-item[1][0], item[0]))
+    kept, rest = dict(ranked[:MAX_EXPORTED_MODELS]), ranked[MAX_EXPORTED_MODELS:]
+    if rest:
+        other = kept.setdefault(OTHER, [0, 0.0, 0, 0, 0])
+        for _model, row in rest:
+            for i, value in enumerate(row):
+                other[i] += value
+    return sorted(kept.items())
+
+
 def prometheus_lines(t: Totals, prefix: str) -> Iterator[str]:
     """The Prometheus text exposition of ``t``, a family per chunk."""
     eps, types = _by_endpoint(t), _by_type(t)
@@ -142,7 +162,7 @@ def prometheus_lines(t: Totals, prefix: str) -> Iterator[str]:
     yield "".join(lines)
     # Spend per model (the live collector's cost_usd_total / unpriced_requests_total /
     # slo_requests_total{objective="all"}, labelled by the store's model_id).
-    models = sorted(t.models.items())
+    models = _models(t)
     yield "\n" + family("cost_usd_total", "Spend in USD of the requests with a known price",
                         "counter", "model_id", {m: _num(c) for m, (_n, c, *_r) in models})
     yield "\n" + family("unpriced_requests_total", "Requests with no known price (cost "
@@ -201,7 +221,7 @@ def influxdb_lines(t: Totals, measurement: str, timestamp_ns: int) -> Iterator[s
     yield "".join(lines)
     # Spend per model: cost_usd is always a float field (repr of a float).
     lines = []
-    for model, (n, cost, unpriced, judged, met) in sorted(t.models.items()):
+    for model, (n, cost, unpriced, judged, met) in _models(t):
         fields = f"cost_usd={_num(cost)},unpriced_requests={unpriced},requests={n}"
         if judged:
             fields += f",slo_requests={judged},slo_met={met}"
