@@ -14,16 +14,14 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
 
 import httpx
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tinyllm.http.routing import Response, Route
+from tinyllm.http.routes import metrics_route
+from tinyllm.http.routing import Route
 from tinyllm.lifecycle import RequestLifecycle
-from tinyllm.metrics.exposition import generate_text
 
 __all__ = ["Traffic", "percentile", "series_by_family", "text_metrics_route", "time_scrapes"]
 
@@ -107,13 +105,6 @@ class Traffic:
 
 
 def text_metrics_route(registry: CollectorRegistry) -> Route:
-    """``/metrics`` as ``tinyllm.http.routes.metrics_route`` serves it, with the text
-    format written by ``tinyllm.metrics.exposition.generate_text`` (the change proposed
-    for ``metrics_route``: the same bytes, several times faster)."""
-
-    def serve(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
-        encoder, content_type = choose_encoder(headers.get("accept", ""))
-        body = generate_text(registry) if encoder is generate_latest else encoder(registry)
-        return Response(200, body, content_type)
-
-    return serve
+    """``/metrics`` over ``registry`` as ``tinyllm.http.routes.metrics_route`` serves it
+    (the text format written by ``tinyllm.metrics.exposition.generate_text``)."""
+    return metrics_route(registry)

@@ -54,6 +54,10 @@ __all__ = ["INTERVAL", "SAMPLED", "WINDOW", "History", "dashboard_routes", "hist
 
 log = logging.getLogger("tinyllm.http")
 
+#: The most of a core the sampler thread may take: when one read of the metrics takes
+#: longer than this share of the interval, the next read waits longer.
+SAMPLER_CPU_SHARE = 0.1
+
 #: Seconds between two looks at the metrics (and between two refreshes of the page).
 INTERVAL = 2.0
 #: Seconds of history kept and charted.
@@ -134,8 +138,13 @@ class History:
 
     def _run(self) -> None:
         while True:
+            started = time.perf_counter()
             self.sample()
-            if self._stopping.wait(self.interval):
+            took = time.perf_counter() - started
+            # A read that costs more than its share of a core stretches the wait: the
+            # aggregate of four workers' files with 10k series takes a second or more,
+            # and read every 2 s it took most of a core from the scrapes it competes with.
+            if self._stopping.wait(max(self.interval, took / SAMPLER_CPU_SHARE - took)):
                 return
 
     def sample(self, t: float | None = None) -> None:

@@ -119,3 +119,24 @@ def test_without_prices_or_slo_the_panels_are_empty() -> None:
     assert data["slo"] == {"models": []} and data["cost"]["models"] == []
     assert data["series"]["good_per_s"] == [None]  # no SLO: no goodput, not 0
     assert data["series"]["cost_usd_per_h"] == [0.0]
+
+
+def test_a_slow_read_stretches_the_samplers_wait() -> None:
+    import time
+
+    registry = CollectorRegistry()
+    reads: list[float] = []
+
+    def slow_source() -> CollectorRegistry:
+        reads.append(time.monotonic())
+        time.sleep(0.05)  # a read of 50 ms: at a tenth of a core, one every 0.5 s
+        return registry
+
+    history = History(slow_source, interval=0.01, window_seconds=10.0).start()
+    try:
+        time.sleep(1.2)
+    finally:
+        history.stop()
+    # Every 10 ms as configured would be ~20 reads; the CPU share allows about 3.
+    assert 2 <= len(reads) <= 4, len(reads)
+    assert all(b - a >= 0.45 for a, b in zip(reads, reads[1:], strict=False))
