@@ -20,10 +20,10 @@ Example:
 
 Rules the module keeps:
 
-* **Redacted once, at the source.** ``data`` and ``message`` go through
+* **Redacted once, at the source.** ``data``, ``message`` and ``tags`` go through
   ``tinyllm.redaction`` (the one policy logs also use) before any handler sees them,
   so a handler that ships events elsewhere cannot leak a secret the log would have
-  hidden.
+  hidden; an object in ``data`` (an exception, say) becomes its redacted text.
 * **Trace correlation for free.** Emitted inside an OpenTelemetry span, an event takes
   the span's trace and span ids unless ``trace_id`` is given.
 * **A handler never breaks the caller.** Handlers run in order on the caller's thread;

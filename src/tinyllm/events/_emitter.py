@@ -19,7 +19,7 @@ from tinyllm.events._model import (
     _parse_severity,
 )
 from tinyllm.metrics.collector import get_metrics_collector
-from tinyllm.redaction import redact, redact_text
+from tinyllm.redaction import get_redaction_policy, redact_text
 
 __all__ = [
     "EventEmitter", "emit_error_event", "emit_event", "get_event_emitter", "reset_event_emitter",
@@ -178,8 +178,11 @@ def _redacted_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping (dict) or None, got {type(data).__name__}")
-    # redact() walks any Mapping and returns a new dict: the caller's data is untouched.
-    redacted: dict[str, Any] = redact(data)
+    # The walk returns a new dict: the caller's data is untouched. Objects other than
+    # containers and plain values become their redacted text, as in log lines: a handler
+    # that serialises them (json.dumps(default=str)) would otherwise print what their
+    # str() holds, secrets included (an exception, a request object).
+    redacted: dict[str, Any] = get_redaction_policy()._redact_event(data)
     return redacted
 
 
@@ -197,7 +200,7 @@ def _tags(tags: Iterable[str] | None) -> list[str]:
     for tag in out:
         if type(tag) is not str and not isinstance(tag, str):
             raise TypeError(f"tags must be a list of str, got an item {tag!r}")
-    return out
+    return [redact_text(tag) for tag in out]
 
 
 def _span_ids(trace_id: str | None) -> tuple[str | None, str | None]:

@@ -115,8 +115,10 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The event as plain JSON-friendly values (enums as strings, ISO-8601 UTC time).
 
-        ``data`` values are as given (after redaction); serialise with
-        ``json.dumps(..., default=str)`` if they may hold non-JSON types.
+        ``data`` values are as given after redaction: containers, strings, numbers,
+        booleans and None stay what they were; any other object (an exception, a
+        ``datetime``, a request) was turned into its redacted text when the event was
+        emitted, so no handler can print a secret its ``str()`` held.
         """
         return {
             "event_id": self.event_id,

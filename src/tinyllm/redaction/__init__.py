@@ -18,9 +18,13 @@ Three rules, applied to a *copy* (the input is never changed):
    they hold no secret, and "no key was sent" is worth seeing.
 2. **Secret-looking text.** Every string, under any key, is scanned for ``Bearer <token>``
    (the word ``Bearer`` is kept), ``sk-...`` style API keys (and GitHub, Hugging Face,
-   Slack, Stripe, Google and GitLab tokens), AWS access key ids, JWTs, basic-auth
-   credentials in URLs (``https://user:[REDACTED]@host``), and ``name=value``,
-   ``"name": "value"`` and ``Name: value`` pairs whose name is a secret key.
+   Slack, Stripe, Google and GitLab tokens), AWS access key ids and secret access keys
+   (40 base64 characters mixing cases and digits), JWTs, basic-auth credentials in URLs
+   (``https://user:[REDACTED]@host``), email addresses, and ``name=value``,
+   ``"name": "value"`` and ``Name: value`` pairs whose name is a secret key (for
+   ``name=value`` also the query parameters ``key``, ``sig``, ``signature``, ``auth``).
+   A secret is found also right after an escape sequence (``\\nsk-...`` in a ``repr``)
+   and inside a pair's value (``text='... api_key=...'``).
 3. **Content.** Prompt and completion text is not recorded unless ``capture_content=True``
    (or ``TINYLLM_CAPTURE_CONTENT=true``), following OpenTelemetry's GenAI conventions.
    The value under a content key (``prompt``, ``completion``, ``messages``,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import orjson
 
 from tinyllm.errors import TinyLLMError, classify_error
+from tinyllm.redaction import redact_text
 
 __all__ = ["GatewayError", "from_exception"]
 
@@ -54,6 +55,7 @@ class GatewayError(TinyLLMError):
         error_type: str | None = None, kind: str | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
+        message = redact_text(message)  # an upstream's error text may quote the key we sent
         super().__init__(message)
         self.status = status
         self.message = message
@@ -108,7 +110,7 @@ def from_exception(exc: BaseException, what: str) -> GatewayError:
     kind = classify_error(exc)
     retry_after = getattr(exc, "retry_after", None)
     status_code = getattr(exc, "status_code", None)
-    message = str(exc)[:500]
+    message = redact_text(str(exc))[:500]  # redacted before cut: no half key is left
     if kind == "timeout":
         return GatewayError(504, f"{what}: the upstream did not answer in time: {message}",
                             code="upstream_timeout")
