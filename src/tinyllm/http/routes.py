@@ -47,11 +47,11 @@ def metrics_route(registry: CollectorRegistry | None = None) -> Route:
 
     def serve(query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
         encoder, content_type = choose_encoder(headers.get("accept", ""))
-        if encoder is generate_latest:  # the text format: the same bytes, written faster
-            encoder = generate_text
         names = query.get("name[]")
         chosen = source.restricted_registry(names) if names else source
-        return Response(200, encoder(chosen), content_type)
+        # The text format: the same bytes as generate_latest's, written faster.
+        body = generate_text(chosen) if encoder is generate_latest else encoder(chosen)
+        return Response(200, body, content_type)
 
     return serve
 

@@ -5,7 +5,8 @@ returns a ``Response``. ``Router.dispatch`` does everything around it that both
 transports need alike: the path lookup (404 naming the paths there are), the method
 (405 for anything but GET and HEAD), the query string (400 when malformed), a route's
 ``ValueError`` (400, its message as the error), any other exception (500, logged with
-its traceback), and gzip when the client accepts it. The transports
+its traceback), gzip when the client accepts it, and the routes' OpenAPI description
+at ``/openapi.json`` (``tinyllm.http.openapi``). The transports
 (``tinyllm.http.threaded`` on the standard library, ``tinyllm.http.asgi`` for ASGI
 servers) only move bytes.
 
@@ -170,6 +171,11 @@ class Router:
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.errors = 0
+        #: Paths its owner serves beside ``routes`` (OpenAPI path items), for the
+        #: description at ``/openapi.json`` (``tinyllm.http.openapi``).
+        self.openapi_paths: dict[str, Any] = {}
+        #: The description's title.
+        self.openapi_title = "tinyllm"
 
     def find(self, *paths: str) -> tuple[str, Route] | None:
         """The first of ``paths`` (trailing slash ignored) that has a route."""
@@ -193,6 +199,8 @@ class Router:
         """
         candidates = (path,) if isinstance(path, str) else path
         found = self.find(*candidates)
+        if found is None and any(p.rstrip("/") == "/openapi.json" for p in candidates):
+            found = ("/openapi.json", self._openapi)
         if found is None:
             shown = (candidates[0].rstrip("/") or "/")[:200]
             return _error(404, f"no route {shown!r}; try {', '.join(sorted(self.routes))}")
@@ -211,3 +219,8 @@ class Router:
             log.exception("route %s raised", name)
             return _error(500, "internal error")
         return _encode(response, headers)
+
+    def _openapi(self, query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
+        from tinyllm.http.openapi import describe
+
+        return Response.json(describe(self, self.openapi_title))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from tinyllm.http.asgi import RoutesApp, asgi_app
+from tinyllm.http.openapi import attach, store_paths
 from tinyllm.http.routing import Response, Route
 from tinyllm.store.export import CONTENT_TYPES, FORMATS, check_prefix
 from tinyllm.store.timespec import TIME_FORMS, parse_time
@@ -176,7 +177,10 @@ def store_routes(
 
         return _guard("export", work)
 
-    return {f"{api_prefix}/metrics": summary, f"{api_prefix}/metrics/export": export}
+    described = store_paths(api_prefix, CONTENT_TYPES)
+    return {f"{api_prefix}/metrics": attach(summary, described[f"{api_prefix}/metrics"]),
+            f"{api_prefix}/metrics/export": attach(
+                export, described[f"{api_prefix}/metrics/export"])}
 
 
 def _pieces(chunks: Iterator[str]) -> Iterator[bytes]:

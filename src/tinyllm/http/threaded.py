@@ -60,6 +60,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, a made-up one) is the router's 405 with
+        # Allow, not http.server's 501 page: a client's choice is never a 5xx.
+        if name.startswith("do_"):
+            return self.do_GET
+        raise AttributeError(name)
+
     def _answer(self) -> None:
         parts = urlsplit(self.path)
         response = self.server.router.dispatch(

@@ -29,6 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from tinyllm.http.asgi import RoutesApp
+from tinyllm.http.openapi import describe
 from tinyllm.http.routes import default_routes
 from tinyllm.http.routing import Response, Route, Router
 from tinyllm.lifecycle import Request, RequestLifecycle, get_lifecycle
@@ -60,6 +61,7 @@ from tinyllm.serve.ollama_api import (
     show,
 )
 from tinyllm.serve.ollama_upstream import OllamaUpstream, answer_ollama
+from tinyllm.serve.openapi import gateway_paths, with_keys
 from tinyllm.serve.proxy import answer_local, answer_openai
 from tinyllm.serve.requests import Call, parse_call
 from tinyllm.serve.upstream import OpenAIUpstream
@@ -69,10 +71,11 @@ __all__ = ["DEFAULT_MAX_BODY", "Gateway"]
 
 _CALLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
           "/v1/embeddings": "embedding"}
-_OLLAMA = frozenset({"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version",
-                     "/api/ps"})
+_OLLAMA_CALLS = ("chat", "generate", "embed", "embeddings")
+_OLLAMA = frozenset({*(f"/api/{c}" for c in _OLLAMA_CALLS), "/api/tags", "/api/show",
+                     "/api/version", "/api/ps"})
 # The routes whose answers' overhead is observed: the model calls.
-_TIMED = frozenset({*_CALLS, "/api/chat", "/api/generate"})
+_TIMED = frozenset({*_CALLS, *(f"/api/{c}" for c in _OLLAMA_CALLS)})
 
 
 class Gateway:
@@ -105,6 +108,10 @@ class Gateway:
         self._periods: asyncio.Task[None] | None = None
         self.router = Router({**default_routes(), "/ready": self._ready_route,
                               **(routes or {})})
+        self.router.openapi_paths = gateway_paths(config)
+        self.router.openapi_title = "tinyllm serve"
+        if config.keys:
+            self.router.routes["/openapi.json"] = self._openapi_route
         self._routes_app = RoutesApp(self.router)
         self._models_list = orjson.dumps({"object": "list", "data": [
             self._model_card(r) for r in config.models.values()]})
@@ -144,6 +151,12 @@ class Gateway:
         if self.limits is not None:
             await self.limits.close()
 
+    def _openapi_route(self, query: dict[str, list[str]],
+                       headers: Mapping[str, str]) -> Response:
+        """The description, with the keys' bearer scheme (``with_keys``)."""
+        return Response.json(with_keys(describe(self.router, self.router.openapi_title),
+                                       self.router.openapi_paths))
+
     def _ready_route(self, query: dict[str, list[str]], headers: Mapping[str, str]) -> Response:
         waiting = [u.route.name for u in self.upstreams.values()
                    if isinstance(u, LocalUpstream) and not u.ready]
@@ -173,7 +186,10 @@ class Gateway:
             if path in _OLLAMA:
                 await self._ollama(scope, receive, send, path)
                 return
-            if path == "/" and scope["method"] in ("GET", "HEAD"):
+            if path == "/":
+                if scope["method"] not in ("GET", "HEAD"):
+                    await Exchange(send, perf_counter()).error(_method("/", "GET"))
+                    return
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
                 await send({"type": "http.response.body", "body": b"Ollama is running"})
@@ -226,7 +242,10 @@ class Gateway:
         method = scope["method"]
         exchange = OllamaExchange(send, perf_counter(), request_id(scope), "",
                                   endpoint == "chat", True)
-        if endpoint in ("chat", "generate"):
+        if endpoint in _OLLAMA_CALLS:
+            if endpoint.startswith("embed"):
+                exchange.embed = endpoint
+
             def parse(raw: bytes) -> Call:
                 call, exchange.stream = parse_ollama(raw, endpoint)
                 # The answer's shape follows the endpoint (generate answers "response"
@@ -250,7 +269,11 @@ class Gateway:
         if endpoint == "show":
             if method != "POST":
                 raise _method(f"/api/{endpoint}", "POST")
-            body = orjson.loads(await read_body(scope, receive, self.max_body) or b"{}")
+            try:
+                body = orjson.loads(await read_body(scope, receive, self.max_body) or b"{}")
+            except orjson.JSONDecodeError:
+                raise GatewayError(400, "the body is not valid JSON (UTF-8)",
+                                   code="invalid_request") from None
             name = body.get("model") or body.get("name") if isinstance(body, dict) else None
             found = [r for r in routes if r.name == name]
             if not found:
@@ -421,7 +444,9 @@ def _raiser(err: GatewayError) -> Callable[[], Awaitable[None]]:
 
 
 def _method(path: str, allowed: str) -> GatewayError:
-    return GatewayError(405, f"{path} takes {allowed}", code="method_not_allowed")
+    methods = b"GET, HEAD" if allowed == "GET" else allowed.encode()
+    return GatewayError(405, f"{path[:100]} takes {allowed}", code="method_not_allowed",
+                        headers=((b"allow", methods),))
 
 
 def _unknown_model(name: str, config: GatewayConfig) -> GatewayError:

@@ -43,6 +43,10 @@ RECEIVE_TIMEOUT = 10.0
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _JSON = (b"content-type", b"application/json")
+# A body refused part way (too slow, too large) leaves the rest of it on the connection:
+# closing it is the only way to be rid of a slow client and its bytes (uvicorn closes the
+# connection after an answer that says so).
+_CLOSE = ((b"connection", b"close"),)
 # A client's X-Request-Id is kept when it is short and plain; else the gateway makes one.
 _REQUEST_ID = re.compile(rb"[\w.:@/+=-]{1,128}")
 
@@ -174,12 +178,13 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
                     break
     except TimeoutError:
         raise GatewayError(408, f"the request body did not arrive within "
-                                f"{RECEIVE_TIMEOUT:g} s", code="request_timeout") from None
+                                f"{RECEIVE_TIMEOUT:g} s", code="request_timeout",
+                           headers=_CLOSE) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(size: int, limit: int) -> GatewayError:
     return GatewayError(413, f"the request body is larger than {limit:,} bytes "
-                             f"({size:,} or more)", code="body_too_large")
+                             f"({size:,} or more)", code="body_too_large", headers=_CLOSE)
 
 

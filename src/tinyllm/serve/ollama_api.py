@@ -8,8 +8,9 @@ the way Ollama answers: NDJSON lines while streaming (Ollama streams unless
 nanoseconds (``total_duration``, ``load_duration``, ``prompt_eval_count``,
 ``prompt_eval_duration``, ``eval_count``, ``eval_duration``), measured here as the
 client experiences them. Errors are Ollama's ``{"error": "..."}`` with the same
-statuses. ``GET /``, ``/api/version``, ``/api/tags``, ``/api/ps`` and ``POST
-/api/show`` describe the configured models.
+statuses. ``POST /api/embed`` and the older ``/api/embeddings`` are the OpenAI
+embeddings call, answered as Ollama answers them. ``GET /``, ``/api/version``,
+``/api/tags``, ``/api/ps`` and ``POST /api/show`` describe the configured models.
 
 Example:
     >>> call, stream = parse_ollama(b'{"model": "m", "prompt": "hi"}', "generate")
@@ -65,12 +66,16 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
             from None
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
+    if endpoint in ("embed", "embeddings"):
+        return _embedding(body, endpoint), False
     stream = body.get("stream", True)
     if not isinstance(stream, bool):
         raise _bad("stream must be true or false")
     openai: dict[str, Any] = {"model": body.get("model"), "stream": True}
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
+    options = body.get("options")
+    if options is None:
+        options = {}
+    elif not isinstance(options, dict):
         raise _bad("options must be an object")
     for name, target in _OPTIONS.items():
         if options.get(name) is not None:
@@ -85,7 +90,9 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
         if not isinstance(prompt, str):
             raise _bad("prompt must be a string")
         system = body.get("system")
-        if isinstance(system, str) and system:
+        if system is not None and not isinstance(system, str):
+            raise _bad("system must be a string")
+        if system:
             openai["messages"] = [{"role": "system", "content": system},
                                   {"role": "user", "content": prompt}]
             kind = "chat"
@@ -95,6 +102,32 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
     call = parse_call(orjson.dumps(openai), kind)
     call.client_stream = stream
     return call, stream
+
+
+def _embedding(body: dict[str, Any], endpoint: str) -> Call:
+    """``/api/embed`` (``input``: a string or a list of them) or the older
+    ``/api/embeddings`` (``prompt``: one string) as the OpenAI embeddings call."""
+    if endpoint == "embed":
+        given = body.get("input")
+        if not (isinstance(given, str) and given) and not (
+                isinstance(given, list) and given and all(isinstance(i, str) for i in given)):
+            raise _bad("input must be a non-empty string or a non-empty list of strings")
+    else:
+        given = body.get("prompt")
+        if not isinstance(given, str) or not given:
+            raise _bad("prompt must be a non-empty string")
+    openai: dict[str, Any] = {"model": body.get("model"), "input": given}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if type(dimensions) is float and dimensions.is_integer() and dimensions < 2**31:
+            dimensions = int(dimensions)  # 8.0 is the whole number JSON Schema calls 8
+        if type(dimensions) is not int or not 1 <= dimensions < 2**31:
+            # (an int past 64 bits would not even serialise: a 500, found by the soak)
+            raise _bad("dimensions must be a whole number from 1 to 2,147,483,647")
+        openai["dimensions"] = dimensions
+    call = parse_call(orjson.dumps(openai), "embedding")
+    call.client_stream = False
+    return call
 
 
 def _now() -> str:
@@ -109,6 +142,7 @@ class OllamaExchange:
         "began",
         "chat",
         "done",
+        "embed",
         "finish",
         "gone",
         "model",
@@ -138,6 +172,8 @@ class OllamaExchange:
         self.sent = self.streaming = self.gone = self.done = False
         self.texts: list[str] = []
         self.finish = "stop"
+        # "embed" or "embeddings": a 200 is the upstream's OpenAI embeddings, translated
+        self.embed: str | None = None
         # An Ollama upstream's own timings (ns), reported instead of the gateway's.
         self.upstream_timings: dict[str, int] | None = None
 
@@ -158,10 +194,28 @@ class OllamaExchange:
     async def whole(self, status: int, body: bytes,
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.status, self.sent = status, True
+        if status == 200 and self.embed is not None:
+            body = self._embeddings(body)
         out = self._headers(headers or _JSON)
         await self.send({"type": "http.response.start", "status": status,
                          "headers": [*out, (b"content-length", b"%d" % len(body))]})
         await self.send({"type": "http.response.body", "body": body})
+
+    def _embeddings(self, body: bytes) -> bytes:
+        """The OpenAI embeddings answer as Ollama's ``/api/embed`` (or ``/api/embeddings``)."""
+        value = orjson.loads(body)
+        data = value.get("data") if isinstance(value, dict) else None
+        vectors = [d.get("embedding") for d in sorted(
+            (d for d in data if isinstance(d, dict)), key=lambda d: d.get("index") or 0)] \
+            if isinstance(data, list) else []
+        if self.embed == "embeddings":
+            return orjson.dumps({"embedding": vectors[0] if vectors else []})
+        usage = value.get("usage") if isinstance(value, dict) else None
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return orjson.dumps({
+            "model": self.model, "embeddings": vectors,
+            "total_duration": int((perf_counter() - self.began) * 1e9), "load_duration": 0,
+            "prompt_eval_count": prompt if isinstance(prompt, int) else 0})
 
     async def error(self, err: GatewayError) -> None:
         headers = list(_JSON)

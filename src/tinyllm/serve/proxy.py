@@ -14,7 +14,7 @@ usage chunk reaches the client only if it asked (``stream_options.include_usage`
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,9 +64,11 @@ class Responder(Protocol):
     async def end_stream(self) -> None: ...
 
 
-async def first_piece(pieces: AsyncIterator[Any], out: Responder) -> Any:
-    """The first piece, with keep-alive comments every ``KEEPALIVE_SECONDS`` meanwhile;
-    raises ``StopAsyncIteration`` when there is none."""
+async def first_piece(pieces: AsyncIterator[Any], out: Responder,
+                      before_comment: Callable[[], Awaitable[None]] | None = None) -> Any:
+    """The first piece, with keep-alive comments every ``KEEPALIVE_SECONDS`` meanwhile
+    (``before_comment`` is awaited before each: it may start the stream); raises
+    ``StopAsyncIteration`` when there is none."""
     import asyncio
 
     task = asyncio.ensure_future(anext(pieces))
@@ -75,6 +77,8 @@ async def first_piece(pieces: AsyncIterator[Any], out: Responder) -> Any:
             done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_SECONDS)
             if done:
                 return task.result()
+            if before_comment is not None:
+                await before_comment()
             await out.comment()
     finally:
         if not task.done():
@@ -180,11 +184,23 @@ async def _relay_stream(
     batches = sse_batches(response, upstream.timeouts.token_gap)
     total = upstream.timeouts.total
     deadline = perf_counter() + total if total is not None else None
-    await out.start_stream()
+    # The status waits for the upstream's first event (or the first keep-alive comment,
+    # 10 s on): an upstream that answers garbage (not SSE, a malformed first chunk, a
+    # stream that ends at once without [DONE]) is then a 502 the client can act on, not
+    # a 200 whose stream carries the error.
+    started = False
+
+    async def start() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            await out.start_stream()
+
     began = perf_counter()
     try:
-        batch = await first_piece(batches, out)
+        batch = await first_piece(batches, out, start)
     except StopAsyncIteration:
+        await start()
         await out.end_stream()
         return
     finish: list[str] = []
@@ -195,7 +211,9 @@ async def _relay_stream(
             _relay_batch(batch, call, route.name, rename, req, frames, finish)
         finally:  # what came before a bad chunk still reaches the client, in order
             if frames:
+                await start()
                 await out.events(frames)
+        await start()
         began = perf_counter()
         if deadline is not None and began > deadline:
             raise ModelError(f"the stream from {upstream.url(_PATHS[call.kind])} ran past "

@@ -21,11 +21,15 @@ import orjson
 
 from tinyllm.serve.errors import GatewayError
 
-__all__ = ["MAX_TOKENS_LIMIT", "Call", "parse_call"]
+__all__ = ["MAX_TOKENS_LIMIT", "MAX_TOKEN_ID", "ROLES", "Call", "parse_call"]
 
 #: No model reaches this far: a larger ``max_tokens`` is a mistake, answered 400.
 MAX_TOKENS_LIMIT = 1_048_576
-_ROLES = ("assistant", "developer", "function", "system", "tool", "user")
+#: The largest token id an embeddings ``input`` may hold (no vocabulary is larger).
+MAX_TOKEN_ID = 2**32 - 1
+#: The message roles a chat request may use.
+ROLES = ("assistant", "developer", "function", "system", "tool", "user")
+_ROLES = ROLES
 
 
 @dataclass
@@ -74,7 +78,7 @@ def parse_call(raw: bytes, kind: str) -> Call:
     elif kind == "completion":
         _check_prompt(body.get("prompt"))
     else:
-        _check_input(body.get("input"))
+        body["input"] = _check_input(body.get("input"))
         if body.get("stream"):
             raise _bad("embeddings are not streamed; leave stream out", "stream")
     stream = body.get("stream", False)
@@ -86,6 +90,9 @@ def parse_call(raw: bytes, kind: str) -> Call:
         value = body.get(field)
         if value is None:
             continue
+        if type(value) is float and value.is_integer() and 1 <= value <= MAX_TOKENS_LIMIT:
+            # 5.0 is the whole number JSON Schema calls an integer: the upstream gets 5
+            value = body[field] = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _bad(f"{field} must be a whole number >= 1, got {_type_name(value)}", field)
         if value > MAX_TOKENS_LIMIT:
@@ -123,15 +130,35 @@ def _check_messages(messages: Any) -> None:
                        f"got {_type_name(content)}", f"messages[{i}].content")
 
 
-def _check_input(value: Any) -> None:
+def _check_input(value: Any) -> Any:
+    """``value`` if it is a valid ``input`` (token ids as ``int``: 7.0 is the whole
+    number JSON Schema calls an integer, and the upstream gets 7); else 400."""
     if isinstance(value, str) and value:
-        return
-    if isinstance(value, list) and value and all(
-            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
-            or (isinstance(v, list) and all(type(t) is int for t in v)) for v in value):
-        return
-    raise _bad("input must be a non-empty string, or a list of strings or of token ids",
-               "input")
+        return value
+    if isinstance(value, list) and value:
+        out: list[Any] = []
+        for v in value:
+            if isinstance(v, str):
+                out.append(v)
+            elif isinstance(v, list):
+                ids = [_token_id(t) for t in v]
+                if None in ids:
+                    break
+                out.append(ids)
+            elif (token := _token_id(v)) is not None:
+                out.append(token)
+            else:
+                break
+        else:
+            return out
+    raise _bad("input must be a non-empty string, or a list of strings or of token ids "
+               f"(whole numbers from 0 to {MAX_TOKEN_ID:,})", "input")
+
+
+def _token_id(value: Any) -> int | None:
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 <= value <= MAX_TOKEN_ID else None
 
 
 def _check_prompt(prompt: Any) -> None:
