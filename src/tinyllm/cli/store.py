@@ -106,6 +106,19 @@ def _time_option(option: str, value: str | None, now: float) -> float | None:
         fail(f"{option} {exc}", 2)
 
 
+def _range_options(since: str | None, until: str | None,
+                   model: str | None) -> tuple[float | None, float | None]:
+    """``--since``/``--until`` as epoch seconds, and ``--model`` checked; exit 2 naming
+    the option otherwise."""
+    now = time.time()
+    start, end = _time_option("--since", since, now), _time_option("--until", until, now)
+    if start is not None and end is not None and start > end:
+        fail(f"--since ({since}) is after --until ({until}); give an earlier --since", 2)
+    if model is not None and not model.strip():
+        fail("--model must be a non-empty model id", 2)
+    return start, end
+
+
 @app.command("export")
 def export(
     db_target: str = typer.Option(None, "--db", metavar="PATH_OR_URL", help=_DB_HELP),
@@ -134,12 +147,7 @@ def export(
         family = check_prefix(prefix)
     except ValueError as exc:
         fail(str(exc).replace("prefix must", "--prefix must", 1), 2)
-    now = time.time()
-    start, end = _time_option("--since", since, now), _time_option("--until", until, now)
-    if start is not None and end is not None and start > end:
-        fail(f"--since ({since}) is after --until ({until}); give an earlier --since", 2)
-    if model is not None and not model.strip():
-        fail("--model must be a non-empty model id", 2)
+    start, end = _range_options(since, until, model)
     if output is not None and output.is_dir():
         fail(f"--output {output} is a directory; give a file name", 2)
     db = open_store(db_target, must_exist=True)
@@ -253,12 +261,7 @@ def summary(
     from rich.console import Console
     from sqlalchemy.exc import SQLAlchemyError
 
-    now = time.time()
-    start, end = _time_option("--since", since, now), _time_option("--until", until, now)
-    if start is not None and end is not None and start > end:
-        fail(f"--since ({since}) is after --until ({until}); give an earlier --since", 2)
-    if model is not None and not model.strip():
-        fail("--model must be a non-empty model id", 2)
+    start, end = _range_options(since, until, model)
     db = open_store(db_target, must_exist=True)
     try:
         found = db.get_summary(start, end, model, recent=10 if as_json else 0)
