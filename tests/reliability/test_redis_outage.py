@@ -30,15 +30,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.support.redis_server import RedisServer, redis_server_available
+from tests.support.redis_server import RedisServer
 from tinyllm.cache import CachedResponse, RedisCache
 from tinyllm.logging import capture_logs
 from tinyllm.metrics import MetricsCollector
 from tinyllm.serve.budgets import Budget
 from tinyllm.serve.limits import RedisLimits, SharedBucket
 
-pytestmark = pytest.mark.skipif(not redis_server_available(),
-                                reason="needs the redis-server binary")
 Figure = Callable[..., None]
 
 

@@ -1,14 +1,11 @@
 """Scrape under load, and the cardinality guard against hostile label values.
 
 - One process: 10,000 series of tinyllm's own families, lifecycle traffic at 200 req/s on
-  a thread of the same process, sequential ``GET /metrics`` on the built-in server:
-  p99 < 250 ms. Measured with the text format written by
-  ``tinyllm.metrics.exposition.generate_text``; the shipped route (prometheus_client's
-  ``generate_latest``) is measured too (soak), and misses the goal until
-  ``tinyllm.http.routes.metrics_route`` uses ``generate_text``.
+  a thread of the same process, sequential ``GET /metrics`` on the built-in server as
+  shipped (its text format written by ``tinyllm.metrics.exposition.generate_text``):
+  p99 < 250 ms.
 - Four worker processes (``PROMETHEUS_MULTIPROC_DIR``), 10,000 series between them, 50
-  req/s each, one process aggregating their files: p99 < 1 s (soak); with
-  ``generate_text``, and as shipped (``tinyllm metrics``: expected to miss, recorded).
+  req/s each, ``tinyllm metrics`` aggregating their files: p99 < 1 s (soak).
 - 20,000 distinct model or route values a client controls add at most one series to
   each family (the ``other`` fold): through the lifecycle's model label, the gateway's
   unknown models (404) and unknown routes, and the store's exports.
@@ -34,7 +31,6 @@ from tests.support.scrape_load import (
     Traffic,
     percentile,
     series_by_family,
-    text_metrics_route,
     time_scrapes,
 )
 from tests.support.servers import free_port
@@ -66,13 +62,12 @@ def _fill(lifecycle: RequestLifecycle, registry: CollectorRegistry, series: int)
             return models
 
 
-def _scrape_one_process(stock: bool) -> tuple[float, int, float, int]:
-    """p99 seconds, scrapes, traffic achieved (req/s), series."""
+def _scrape_one_process() -> tuple[float, int, float, int]:
+    """p99 seconds, scrapes, traffic achieved (req/s), series: the route as shipped."""
     registry = CollectorRegistry()
     lifecycle = RequestLifecycle(MetricsCollector(registry=registry))
     models = _fill(lifecycle, registry, SERIES)
-    routes = None if stock else {"/metrics": text_metrics_route(registry)}
-    server = start_metrics_server(port=0, addr="127.0.0.1", registry=registry, routes=routes)
+    server = start_metrics_server(port=0, addr="127.0.0.1", registry=registry)
     with server, Traffic(lifecycle, models, RATE) as traffic:
         time_scrapes(f"{server.url}/metrics", 3)  # warm
         took = time_scrapes(f"{server.url}/metrics", 40)
@@ -81,7 +76,7 @@ def _scrape_one_process(stock: bool) -> tuple[float, int, float, int]:
 
 
 def test_scrape_p99_in_one_process_under_traffic(figure: Callable[..., None]) -> None:
-    p99, n, achieved, total = _scrape_one_process(stock=False)
+    p99, n, achieved, total = _scrape_one_process()
     figure("scrape p99, 1 process, 10k series, 200 req/s", f"{p99 * 1000:.0f} ms",
            "< 250 ms", p99 < 0.25)
     figure("traffic kept up during the scrapes", f"{achieved:.0f} req/s", ">= 190 req/s",
@@ -89,18 +84,6 @@ def test_scrape_p99_in_one_process_under_traffic(figure: Callable[..., None]) ->
     assert total >= SERIES
     assert achieved >= 0.95 * RATE
     assert p99 < 0.25, f"p99 {p99 * 1000:.0f} ms over {n} scrapes of {total} series"
-
-
-@pytest.mark.soak
-@pytest.mark.timeout(600)
-def test_scrape_p99_of_the_stock_route(figure: Callable[..., None]) -> None:
-    """The route as shipped, through ``start_metrics_server``."""
-    p99, n, _achieved, total = _scrape_one_process(stock=True)
-    met = p99 < 0.25
-    figure("scrape p99, 1 process, the shipped route", f"{p99 * 1000:.0f} ms",
-           "< 250 ms", met)
-    assert total >= SERIES
-    assert met, f"p99 {p99 * 1000:.0f} ms over {n} scrapes"
 
 
 WORKER = textwrap.dedent(
@@ -142,27 +125,10 @@ WORKER = textwrap.dedent(
 )
 
 
-SERVER = textwrap.dedent(
-    """
-    import sys
-    from tests.support.scrape_load import text_metrics_route
-    from tinyllm.http import start_metrics_server
-    from tinyllm.metrics.exposition import exposition_registry
-
-    registry = exposition_registry()  # every worker's files, aggregated at each scrape
-    start_metrics_server(port=int(sys.argv[1]), addr="127.0.0.1", registry=registry,
-                         routes={"/metrics": text_metrics_route(registry)})
-    print("ready", flush=True)
-    sys.stdin.readline()
-    """
-)
-
-
 @pytest.mark.soak
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("route", ["generate_text", "stock"])
-def test_scrape_p99_across_four_workers(route: str, tmp_path: Path,
-                                        figure: Callable[..., None]) -> None:
+def test_scrape_p99_across_four_workers(tmp_path: Path, figure: Callable[..., None]) -> None:
+    """``tinyllm metrics`` as shipped, aggregating four workers' files."""
     from tests.e2e.test_cli_metrics import start_server
 
     workers_n, per_worker = 4, 130  # 4 x 130 models: over 10,000 series in the aggregate
@@ -180,14 +146,7 @@ def test_scrape_p99_across_four_workers(route: str, tmp_path: Path,
         for w in workers:
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
         port = free_port()
-        if route == "stock":  # tinyllm metrics, as shipped
-            server = start_server(port, env={"PROMETHEUS_MULTIPROC_DIR": str(mp_dir)})
-        else:
-            server = subprocess.Popen(
-                [sys.executable, "-c", SERVER, str(port)], text=True, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
-                env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        server = start_server(port, env={"PROMETHEUS_MULTIPROC_DIR": str(mp_dir)})
         url = f"http://127.0.0.1:{port}/metrics"
         time_scrapes(url, 2)
         took = time_scrapes(url, 20)
@@ -207,11 +166,11 @@ def test_scrape_p99_across_four_workers(route: str, tmp_path: Path,
             server.communicate(timeout=15)
     p99 = percentile(took, 0.99)
     met = p99 < 1.0
-    figure(f"scrape p99, 4 workers aggregated, 10k series ({route})",
+    figure("scrape p99, 4 workers aggregated, 10k series (tinyllm metrics)",
            f"{p99 * 1000:.0f} ms", "< 1 s", met)
     assert total >= SERIES, total
     assert done > 0
-    assert met, f"p99 {p99 * 1000:.0f} ms ({route})"
+    assert met, f"p99 {p99 * 1000:.0f} ms"
 
 
 # -- the cardinality guard against hostile values ---------------------------------------------

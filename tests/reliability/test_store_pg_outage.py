@@ -157,6 +157,14 @@ def test_a_server_that_never_answers_times_out(tarpit: int, figure: Figure) -> N
     assert took <= PG_CONNECT_TIMEOUT + 1
 
 
+def test_a_connect_timeout_in_the_url_wins(tarpit: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timeout"):
+        MetricsDatabase(f"postgresql://postgres@127.0.0.1:{tarpit}/postgres?connect_timeout=1",
+                        collector=MetricsCollector(registry=CollectorRegistry()))
+    assert time.monotonic() - started < PG_CONNECT_TIMEOUT - 1  # the URL's 1 s, not 5 s
+
+
 @pytest.mark.soak
 def test_a_frozen_server_mid_run(pg: PgCluster, figure: Figure) -> None:
     """The server freezes (SIGSTOP) after the writer's connection was cut: reconnecting

@@ -20,12 +20,7 @@ from pathlib import Path
 
 from tests.support.servers import free_port
 
-__all__ = ["RedisServer", "redis_server_available"]
-
-
-def redis_server_available() -> bool:
-    """Whether the ``redis-server`` binary is on PATH."""
-    return shutil.which("redis-server") is not None
+__all__ = ["RedisServer"]
 
 
 class RedisServer:

@@ -16,14 +16,11 @@ import time
 from collections import defaultdict
 
 import httpx
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tinyllm.http.routes import metrics_route
-from tinyllm.http.routing import Route
 from tinyllm.lifecycle import RequestLifecycle
 
-__all__ = ["Traffic", "percentile", "series_by_family", "text_metrics_route", "time_scrapes"]
+__all__ = ["Traffic", "percentile", "series_by_family", "time_scrapes"]
 
 # Sample labels that split one series into several lines.
 _SPLIT = frozenset({"le", "quantile"})
@@ -104,7 +101,3 @@ class Traffic:
                 self._stop.wait(wait)
 
 
-def text_metrics_route(registry: CollectorRegistry) -> Route:
-    """``/metrics`` over ``registry`` as ``tinyllm.http.routes.metrics_route`` serves it
-    (the text format written by ``tinyllm.metrics.exposition.generate_text``)."""
-    return metrics_route(registry)
