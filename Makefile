@@ -5,13 +5,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 PORT   ?= 9090
+# llama.cpp is compiled for AVX2 rather than for this CPU (-march=native): on a Xeon with
+# AMX, native builds of llama-cpp-python 0.3.36 take ggml's AMX matrix path, which dies of
+# a segmentation fault at the first decode on these virtual machines (seen here). AVX2 runs
+# on every x86-64 machine of the last decade; set LLAMA_CMAKE_ARGS to build otherwise.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: run test setup services lint typecheck unit bench soak docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
