@@ -318,7 +318,7 @@ def _run(outputs: Outputs, tmp_path: Path, figure: Callable[..., None], n_cases:
     figure(f"{label}: cases through every output", str(tally.cases), f">= {n_cases}",
            tally.cases >= n_cases)
     figure(f"{label}: planted secrets found (exact search)",
-           f"{leaks} in {tally.leaked_cases} cases", "0", leaks == 0)
+           f"{leaks} ({tally.leaked_cases} of {tally.cases} cases)", "0", leaks == 0)
     assert tally.cases >= n_cases
     for name, found in store_leaks.items():
         for secret in found[:2]:
