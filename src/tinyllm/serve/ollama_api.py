@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tinyllm.serve.errors import GatewayError
-from tinyllm.serve.requests import Call, parse_call
+from tinyllm.serve.requests import MAX_TOKENS_LIMIT, Call, parse_call
 
 if TYPE_CHECKING:
     from tinyllm.lifecycle import Request
@@ -49,6 +49,9 @@ _OPTIONS = {"num_predict": "max_tokens", "temperature": "temperature", "top_p": 
             "top_k": "top_k", "stop": "stop", "seed": "seed", "min_p": "min_p",
             "repeat_penalty": "repeat_penalty", "presence_penalty": "presence_penalty",
             "frequency_penalty": "frequency_penalty"}
+#: Ollama's num_predict values that set no limit: -1 generates until a stop (Ollama's
+#: default), -2 until the context is full. Both leave max_tokens to the upstream.
+_NO_TOKEN_LIMIT = (-1, -2)
 
 
 def _bad(message: str) -> GatewayError:
@@ -80,6 +83,8 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
     for name, target in _OPTIONS.items():
         if options.get(name) is not None:
             openai[target] = options[name]
+    if "max_tokens" in openai and _token_limit(openai["max_tokens"]) is None:
+        del openai["max_tokens"]
     if body.get("format") == "json":
         openai["response_format"] = {"type": "json_object"}
     if endpoint == "chat":
@@ -102,6 +107,18 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
     call = parse_call(orjson.dumps(openai), kind)
     call.client_stream = stream
     return call, stream
+
+
+def _token_limit(value: Any) -> int | None:
+    """``options.num_predict`` as the ``max_tokens`` to send: None for no limit."""
+    whole = type(value) in (int, float) and float(value).is_integer()
+    if whole and int(value) in _NO_TOKEN_LIMIT:
+        return None
+    if not whole or not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise _bad(f"options.num_predict must be a whole number from 1 to "
+                   f"{MAX_TOKENS_LIMIT:,}, or -1 (until a stop) or -2 (until the context "
+                   f"is full), got {value!r:.40}")
+    return int(value)
 
 
 def _embedding(body: dict[str, Any], endpoint: str) -> Call:

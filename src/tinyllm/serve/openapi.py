@@ -124,7 +124,9 @@ def gateway_paths(config: GatewayConfig) -> dict[str, Any]:
         "input": {"anyOf": [{"type": "string", "minLength": 1}, {
             "type": "array", "minItems": 1,
             "items": {"anyOf": [{"type": "string"}, _TOKEN_ID, _TOKEN_IDS]}}]}}}
-    options = {"type": ["object", "null"], "properties": {"num_predict": _TOKENS}}
+    # num_predict -1 (until a stop) and -2 (until the context is full) set no limit.
+    options = {"type": ["object", "null"], "properties": {"num_predict": {
+        "anyOf": [_TOKENS, {"enum": [-1, -2]}]}}}
     ollama_common = {"model": model, "stream": {"type": "boolean"}, "options": options}
     ollama_chat = {"type": "object", "required": ["model", "messages"],
                    "properties": {**ollama_common, "messages": _MESSAGES}}

@@ -43,6 +43,30 @@ def test_chat_streamed_and_whole_with_ollamas_final_object(
                          status="200") == 2, what="the second answer's count")
 
 
+@pytest.mark.parametrize("unlimited", [-1, -2])
+def test_num_predicts_no_limit_values_send_no_max_tokens(
+    gateway_url: str, upstream: FaultServer, unlimited: int,
+) -> None:
+    # Ollama's -1 (its default: until a stop) and -2 (fill the context) are no limit.
+    upstream.script(stream_reply("Hi"))
+    answer = ollama.Client(host=gateway_url).chat(
+        model="m", messages=MESSAGES, stream=False, options={"num_predict": unlimited})
+    assert answer.message.content == "Hi"
+    assert "max_tokens" not in upstream.exchanges[0].json
+
+
+def test_num_predict_other_negatives_are_refused_naming_the_valid_values(
+    gateway_url: str, upstream: FaultServer,
+) -> None:
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=gateway_url).chat(model="m", messages=MESSAGES,
+                                             options={"num_predict": -3})
+    assert info.value.status_code == 400
+    assert "options.num_predict must be a whole number from 1 to 1,048,576, or -1 (until " \
+           "a stop) or -2 (until the context is full), got -3" in info.value.error
+    assert not upstream.exchanges
+
+
 def test_generate_with_and_without_a_system_prompt(
     gateway_url: str, upstream: FaultServer,
 ) -> None:
