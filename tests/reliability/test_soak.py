@@ -150,7 +150,7 @@ def overhead_share(url: str, bound: str) -> float:
 
 #: Connections the load may hold open at once: the client's pool (64) and the gateway's
 #: to the upstream (as many again): descriptors may rise by that much while the load
-#: runs, and must come back down when it stops.
+#: runs (a leak goes past it, or climbs: see CLIMB_CHECKED_AFTER).
 CONNECTIONS = 2 * 64
 
 #: The climb rule needs a run long enough for the pools to have settled: in 20 seconds

@@ -44,8 +44,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 OLLAMA_VERSION = "0.12.0"
 _NDJSON = [(b"content-type", b"application/x-ndjson")]
 _JSON = [(b"content-type", b"application/json; charset=utf-8")]
-# Ollama's options -> the OpenAI-style names the upstreams take.
-_OPTIONS = {"num_predict": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+# Ollama's options -> the OpenAI-style names the upstreams take (num_predict, which has
+# values of its own, is read by _token_limit).
+_OPTIONS = {"temperature": "temperature", "top_p": "top_p",
             "top_k": "top_k", "stop": "stop", "seed": "seed", "min_p": "min_p",
             "repeat_penalty": "repeat_penalty", "presence_penalty": "presence_penalty",
             "frequency_penalty": "frequency_penalty"}
@@ -83,8 +84,9 @@ def parse_ollama(raw: bytes, endpoint: str) -> tuple[Call, bool]:
     for name, target in _OPTIONS.items():
         if options.get(name) is not None:
             openai[target] = options[name]
-    if "max_tokens" in openai and _token_limit(openai["max_tokens"]) is None:
-        del openai["max_tokens"]
+    limit = options.get("num_predict")
+    if limit is not None and (tokens := _token_limit(limit)) is not None:
+        openai["max_tokens"] = tokens
     if body.get("format") == "json":
         openai["response_format"] = {"type": "json_object"}
     if endpoint == "chat":

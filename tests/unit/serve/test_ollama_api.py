@@ -55,15 +55,27 @@ def test_num_predicts_no_limit_values_send_no_max_tokens(
     assert "max_tokens" not in upstream.exchanges[0].json
 
 
-def test_num_predict_other_negatives_are_refused_naming_the_valid_values(
+def test_num_predict_as_a_whole_float_is_sent_as_an_integer(
     gateway_url: str, upstream: FaultServer,
+) -> None:
+    upstream.script(stream_reply("Hi"))
+    httpx.post(f"{gateway_url}/api/chat", json={
+        "model": "m", "messages": MESSAGES, "stream": False,
+        "options": {"num_predict": 7.0}}).raise_for_status()
+    sent = upstream.exchanges[0].json["max_tokens"]
+    assert sent == 7 and type(sent) is int
+
+
+@pytest.mark.parametrize("bad", [-3, 0, 1.5, 1_048_577, "8", True])
+def test_num_predict_other_values_are_refused_naming_the_valid_ones(
+    gateway_url: str, upstream: FaultServer, bad: object,
 ) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=gateway_url).chat(model="m", messages=MESSAGES,
-                                             options={"num_predict": -3})
+                                             options={"num_predict": bad})
     assert info.value.status_code == 400
     assert "options.num_predict must be a whole number from 1 to 1,048,576, or -1 (until " \
-           "a stop) or -2 (until the context is full), got -3" in info.value.error
+           f"a stop) or -2 (until the context is full), got {bad!r}" in info.value.error
     assert not upstream.exchanges
 
 
